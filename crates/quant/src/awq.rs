@@ -1,0 +1,297 @@
+//! AutoAWQ GEMM int4 weights, repacked once at load into the row-major nibble layout of
+//! [`Kernels::gemm_q4`].
+//!
+//! Stored (AutoAWQ `version: gemm`, group size G):
+//!
+//! | tensor    | dtype | shape             | content                                            |
+//! |-----------|-------|-------------------|----------------------------------------------------|
+//! | `qweight` | I32   | `(in, out/8)`     | 8 nibbles per word, transposed (input-major)       |
+//! | `qzeros`  | I32   | `(in/G, out/8)`   | zero points, same packing                          |
+//! | `scales`  | F16   | `(in/G, out)`     | one scale per (group, output)                      |
+//!
+//! Nibble `i` of a word (`(word >> 4i) & 15`) holds column `8c + AWQ_ORDER[i]`; then
+//! `W[o, i] = (q[i, o] − z[i/G, o]) · s[i/G, o]`, transposed to PyTorch's `(out, in)`.
+//!
+//! Repacked ([`AwqWeight`], what `gemm_q4` reads): `packed` `(out, in/2)` bytes with input `2j` in
+//! the low nibble of byte `j` and `2j+1` in the high one; `scales` and `zero_scaled` (= z·s)
+//! `(out, in/G)` f32. `q·s − z·s` equals the reference `(q − z)·s` exactly: z ≤ 15 times an F16
+//! scale needs at most 15 significant bits, so both products and their difference are exact in
+//! f32.
+//!
+//! Memory: the repacked copy *replaces* the mapped tensors (they are dropped after the repack, so
+//! their page-cache pages can be evicted): 4 bits per weight plus 64 bits of scale and zero·scale
+//! per group of G, i.e. 4 + 64/G bits per weight — 4.5 at G = 128, 5.0 at G = 64 — against the
+//! file's 4 + 20/G (4.16 / 4.31). The f32 pairs are what `gemm_q4` takes; halving them to f16
+//! would be a simd API change. The repack runs once, in parallel over groups of 8 output rows.
+
+use crate::{QuantError, Result};
+use nano_infer_simd::{bf16, f16, Kernels};
+use nano_infer_tensor::{Dtype, Tensor, WeightStore};
+use rayon::prelude::*;
+
+/// Bits per AWQ code.
+pub const AWQ_BITS: usize = 4;
+/// Codes per packed `i32`.
+pub const AWQ_PACK: usize = 8;
+/// `AWQ_ORDER[i]` is the column (within a group of 8) that nibble `i` holds.
+pub const AWQ_ORDER: [usize; AWQ_PACK] = [0, 2, 4, 6, 1, 3, 5, 7];
+/// The inverse permutation: column `j` lives in nibble `AWQ_INVERSE[j]`.
+const AWQ_INVERSE: [usize; AWQ_PACK] = [0, 4, 1, 5, 2, 6, 3, 7];
+
+const _: () = assert!(AWQ_BITS * AWQ_PACK == 32, "eight int4 codes fill one i32");
+const _: () = {
+    let mut i = 0;
+    while i < AWQ_PACK {
+        assert!(
+            AWQ_INVERSE[AWQ_ORDER[i]] == i,
+            "AWQ_INVERSE inverts AWQ_ORDER"
+        );
+        i += 1;
+    }
+};
+
+/// Unpacks AutoAWQ words `(rows, cols/8)` into codes `(rows, cols)` in natural column order.
+/// Works for `qweight` (rows = in) and `qzeros` (rows = in/G).
+pub fn awq_unpack(packed: &[i32], cols: usize) -> Vec<u8> {
+    assert!(
+        cols.is_multiple_of(AWQ_PACK),
+        "awq_unpack: cols {cols} is not a multiple of 8"
+    );
+    assert!(
+        cols == 0 || packed.len().is_multiple_of(cols / AWQ_PACK),
+        "awq_unpack: packed is not (rows, cols/8)"
+    );
+    let mut out = vec![0u8; packed.len() * AWQ_PACK];
+    for (word, codes) in packed.iter().zip(out.chunks_exact_mut(AWQ_PACK)) {
+        for (i, &col) in AWQ_ORDER.iter().enumerate() {
+            codes[col] = ((*word as u32 >> (AWQ_BITS * i)) & 15) as u8;
+        }
+    }
+    out
+}
+
+/// Packs codes `(rows, cols)` (each < 16) into AutoAWQ words `(rows, cols/8)`; the inverse of
+/// [`awq_unpack`].
+pub fn awq_pack(codes: &[u8], cols: usize) -> Vec<i32> {
+    assert!(
+        cols.is_multiple_of(AWQ_PACK),
+        "awq_pack: cols {cols} is not a multiple of 8"
+    );
+    assert!(
+        codes.len().is_multiple_of(AWQ_PACK),
+        "awq_pack: codes is not (rows, cols)"
+    );
+    codes
+        .chunks_exact(AWQ_PACK)
+        .map(|c| {
+            let word = AWQ_ORDER.iter().enumerate().fold(0u32, |acc, (i, &col)| {
+                assert!(c[col] < 16, "awq_pack: code {} does not fit 4 bits", c[col]);
+                acc | (c[col] as u32) << (AWQ_BITS * i)
+            });
+            word as i32
+        })
+        .collect()
+}
+
+/// An int4 weight `(rows, k)` in `gemm_q4` layout. Bits per weight: 4 + 64/group.
+#[derive(Clone, Debug)]
+pub struct AwqWeight {
+    /// `(rows, k/2)`: input `2j` in the low nibble of byte `j`.
+    packed: Vec<u8>,
+    /// `(rows, k/group)`.
+    scales: Vec<f32>,
+    /// `(rows, k/group)`: zero point × scale.
+    zero_scaled: Vec<f32>,
+    rows: usize,
+    k: usize,
+    group: usize,
+}
+
+impl AwqWeight {
+    /// Loads and repacks `{prefix}.qweight/.qzeros/.scales` for an `(out, in)` layer.
+    pub(crate) fn load(
+        store: &WeightStore,
+        prefix: &str,
+        group: usize,
+        out_features: usize,
+        in_features: usize,
+    ) -> Result<Self> {
+        let name = |part: &str| format!("{prefix}.{part}");
+        let qweight_name = name("qweight");
+        let Some(qweight) = store.get_opt(&qweight_name)? else {
+            let reason = if store.contains(&name("weight")) {
+                format!("quantization_config (awq) covers `{prefix}`, but the checkpoint stores a dense `{prefix}.weight`; list the module in modules_to_not_convert if it is meant to stay dense")
+            } else {
+                format!("`{prefix}` is an AWQ layer and needs qweight, qzeros and scales")
+            };
+            return Err(QuantError::missing(&qweight_name, reason));
+        };
+        let need = |part: &str| -> Result<Tensor> {
+            store.get_opt(&name(part))?.ok_or_else(|| {
+                QuantError::missing(
+                    &name(part),
+                    format!("the AWQ layer `{prefix}` cannot run without its {part}"),
+                )
+            })
+        };
+        let qzeros = need("qzeros")?;
+        let scales = need("scales")?;
+        if !out_features.is_multiple_of(AWQ_PACK) {
+            return Err(QuantError::invalid(
+                &qweight_name,
+                format!("out_features {out_features} is not a multiple of 8, so it cannot be AWQ-packed"),
+            ));
+        }
+        if !in_features.is_multiple_of(group) {
+            return Err(QuantError::GroupSize {
+                tensor: qweight_name,
+                group_size: group,
+                in_features,
+            });
+        }
+        let groups = in_features / group;
+        qweight
+            .expect_dtype(&[Dtype::I32])?
+            .expect_shape(&[in_features, out_features / AWQ_PACK])?;
+        qzeros
+            .expect_dtype(&[Dtype::I32])?
+            .expect_shape(&[groups, out_features / AWQ_PACK])?;
+        scales
+            .expect_dtype(&[Dtype::F16, Dtype::BF16])?
+            .expect_shape(&[groups, out_features])?;
+        let qweight = qweight.as_slice::<i32>()?;
+        let zeros = awq_unpack(qzeros.as_slice::<i32>()?, out_features); // (groups, out)
+                                                                         // Both 16-bit formats convert to f32 exactly.
+        let scales_in: Vec<f32> = match scales.dtype() {
+            Dtype::F16 => scales
+                .as_slice::<f16>()?
+                .iter()
+                .map(|v| v.to_f32())
+                .collect(),
+            _ => scales
+                .as_slice::<bf16>()?
+                .iter()
+                .map(|v| v.to_f32())
+                .collect(),
+        }; // (groups, out)
+        Ok(Self::repack(
+            qweight,
+            &zeros,
+            &scales_in,
+            out_features,
+            in_features,
+            group,
+        ))
+    }
+
+    /// Builds the `gemm_q4` layout from AutoAWQ `qweight` `(k, rows/8)`, unpacked zero points
+    /// `(k/group, rows)` and scales `(k/group, rows)`.
+    fn repack(
+        qweight: &[i32],
+        zeros: &[u8],
+        scales_in: &[f32],
+        rows: usize,
+        k: usize,
+        group: usize,
+    ) -> Self {
+        let groups = k / group;
+        let cols8 = rows / AWQ_PACK;
+        let half = k / 2;
+        let mut packed = vec![0u8; rows * half];
+        // One task per 8 output rows = one column of `qweight`, so each word is read once.
+        packed
+            .par_chunks_mut(AWQ_PACK * half)
+            .enumerate()
+            .for_each(|(c, block)| {
+                for i in 0..k {
+                    let word = qweight[i * cols8 + c] as u32;
+                    for (j, &nibble) in AWQ_INVERSE.iter().enumerate() {
+                        let q = ((word >> (AWQ_BITS * nibble)) & 15) as u8;
+                        block[j * half + i / 2] |= if i % 2 == 0 { q } else { q << 4 };
+                    }
+                }
+            });
+        let mut scales = vec![0f32; rows * groups];
+        let mut zero_scaled = vec![0f32; rows * groups];
+        for g in 0..groups {
+            for r in 0..rows {
+                let s = scales_in[g * rows + r];
+                scales[r * groups + g] = s;
+                zero_scaled[r * groups + g] = zeros[g * rows + r] as f32 * s;
+            }
+        }
+        Self {
+            packed,
+            scales,
+            zero_scaled,
+            rows,
+            k,
+            group,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    pub fn group_size(&self) -> usize {
+        self.group
+    }
+
+    /// `(rows, k/2)` bytes, input `2j` in the low nibble of byte `j`.
+    pub fn packed(&self) -> &[u8] {
+        &self.packed
+    }
+
+    /// `(rows, k/group)` scales.
+    pub fn scales(&self) -> &[f32] {
+        &self.scales
+    }
+
+    /// `(rows, k/group)` zero point × scale.
+    pub fn zero_scaled(&self) -> &[f32] {
+        &self.zero_scaled
+    }
+
+    /// Bytes resident and read per forward pass.
+    pub fn weight_bytes(&self) -> usize {
+        self.packed.len() + 4 * (self.scales.len() + self.zero_scaled.len())
+    }
+
+    /// Row `r` of W in f32, exactly `(q − z)·s` (tests and debugging; not on the forward path).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let groups = self.k / self.group;
+        let row = &self.packed[r * self.k / 2..(r + 1) * self.k / 2];
+        for (j, o) in out[..self.k].iter_mut().enumerate() {
+            let byte = row[j / 2];
+            let q = if j % 2 == 0 { byte & 15 } else { byte >> 4 };
+            let g = r * groups + j / self.group;
+            *o = q as f32 * self.scales[g] - self.zero_scaled[g];
+        }
+    }
+
+    /// `out (rows_range, n_tok) = W[rows_range] · xᵀ`.
+    pub(crate) fn gemm_rows(
+        &self,
+        kernels: Kernels,
+        rows: std::ops::Range<usize>,
+        x: &[f32],
+        out: &mut [f32],
+    ) {
+        let groups = self.k / self.group;
+        let half = self.k / 2;
+        kernels.gemm_q4(
+            &self.packed[rows.start * half..rows.end * half],
+            &self.scales[rows.start * groups..rows.end * groups],
+            &self.zero_scaled[rows.start * groups..rows.end * groups],
+            self.group,
+            x,
+            self.k,
+            out,
+        )
+    }
+}

@@ -1,0 +1,214 @@
+//! One linear layer in any supported format, and the threaded matmul over it.
+
+use crate::scheme::LayerFormat;
+use crate::{AwqWeight, DenseWeight, Fp8Weight, QuantError, QuantScheme, Result};
+use nano_infer_simd::Kernels;
+use nano_infer_tensor::{Dtype, Tensor, WeightStore};
+use rayon::prelude::*;
+
+/// Output rows handed to one rayon task: large enough to amortise the task, small enough that
+/// two to sixteen threads get even shares of a 2560-row projection.
+const ROWS_PER_TASK: usize = 64;
+
+/// A linear layer's weight `(out_features, in_features)`, in the format the checkpoint stores.
+#[derive(Clone, Debug)]
+pub enum Linear {
+    /// BF16/F16/F32, in place in the memory map.
+    Dense(DenseWeight),
+    /// AutoAWQ int4, repacked at load (4 + 64/group bits per weight).
+    Awq(AwqWeight),
+    /// FP8 codes in place, scales expanded per (row, k-block) (8 + 32/block_k bits per weight).
+    Fp8(Fp8Weight),
+}
+
+impl Linear {
+    /// Number of outputs (rows of W).
+    pub fn out_features(&self) -> usize {
+        match self {
+            Linear::Dense(w) => w.rows(),
+            Linear::Awq(w) => w.rows(),
+            Linear::Fp8(w) => w.rows(),
+        }
+    }
+
+    /// Number of inputs (columns of W).
+    pub fn in_features(&self) -> usize {
+        match self {
+            Linear::Dense(w) => w.k(),
+            Linear::Awq(w) => w.k(),
+            Linear::Fp8(w) => w.k(),
+        }
+    }
+
+    /// `out (n_tok, out_features) = x (n_tok, in_features) · Wᵀ`.
+    ///
+    /// `scratch` holds the kernel's `(out_features, n_tok)` result before the transpose when
+    /// `n_tok > 1`; it is resized as needed, so a caller reusing it allocates nothing per call.
+    pub fn forward(&self, kernels: Kernels, x: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
+        let k = self.in_features();
+        let rows = self.out_features();
+        assert_eq!(x.len() % k, 0, "Linear::forward: x is not (n_tok, {k})");
+        let n_tok = x.len() / k;
+        assert_eq!(
+            out.len(),
+            n_tok * rows,
+            "Linear::forward: out is not (n_tok, {rows})"
+        );
+        if n_tok == 0 {
+            return;
+        }
+        // With one token the (rows, n_tok) kernel layout is already (n_tok, rows).
+        let target: &mut [f32] = if n_tok == 1 {
+            out
+        } else {
+            scratch.resize(rows * n_tok, 0.0);
+            &mut scratch[..rows * n_tok]
+        };
+        target
+            .par_chunks_mut(ROWS_PER_TASK * n_tok)
+            .enumerate()
+            .for_each(|(i, chunk)| {
+                let r0 = i * ROWS_PER_TASK;
+                let r1 = r0 + chunk.len() / n_tok;
+                self.gemm_rows(kernels, r0..r1, x, chunk);
+            });
+        if n_tok > 1 {
+            for (r, row) in scratch[..rows * n_tok].chunks_exact(n_tok).enumerate() {
+                for (t, v) in row.iter().enumerate() {
+                    out[t * rows + r] = *v;
+                }
+            }
+        }
+    }
+
+    fn gemm_rows(
+        &self,
+        kernels: Kernels,
+        rows: std::ops::Range<usize>,
+        x: &[f32],
+        out: &mut [f32],
+    ) {
+        match self {
+            Linear::Dense(w) => w.gemm_rows(kernels, rows, x, out),
+            Linear::Awq(w) => w.gemm_rows(kernels, rows, x, out),
+            Linear::Fp8(w) => w.gemm_rows(kernels, rows, x, out),
+        }
+    }
+
+    /// Bytes of weight data this layer reads per forward pass (and keeps resident): the mapped
+    /// tensor for dense, the repacked codes + f32 scales and zero·scales for AWQ, the mapped
+    /// codes + expanded f32 scales for FP8.
+    pub fn weight_bytes(&self) -> usize {
+        match self {
+            Linear::Dense(w) => w.tensor().bytes().len(),
+            Linear::Awq(w) => w.weight_bytes(),
+            Linear::Fp8(w) => w.weight_bytes(),
+        }
+    }
+
+    /// The format's name, for logs and `--verbose` output.
+    pub fn format_name(&self) -> &'static str {
+        match self {
+            Linear::Dense(w) => match w.tensor().dtype() {
+                Dtype::BF16 => "bf16",
+                Dtype::F16 => "f16",
+                _ => "f32",
+            },
+            Linear::Awq(_) => "awq-int4",
+            Linear::Fp8(w) => match w.format() {
+                nano_infer_simd::Fp8Format::E4M3 => "fp8-e4m3",
+                nano_infer_simd::Fp8Format::E5M2 => "fp8-e5m2",
+            },
+        }
+    }
+
+    /// Row `r` of W as f32 into `out` (`in_features` long), exactly as the format's
+    /// dequantization rule defines it. For tests and tools: the forward pass never dequantizes.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        match self {
+            Linear::Dense(w) => w.row_to_f32(r, out),
+            Linear::Awq(w) => w.dequantize_row(r, out),
+            Linear::Fp8(w) => w.dequantize_row(r, out),
+        }
+    }
+
+    /// The whole `(out_features, in_features)` matrix as f32: a full-size copy, for tests only.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let k = self.in_features();
+        let mut w = vec![0f32; self.out_features() * k];
+        for (r, row) in w.chunks_exact_mut(k).enumerate() {
+            self.dequantize_row(r, row);
+        }
+        w
+    }
+
+    /// Loads the linear layer `prefix` (e.g. `model.layers.0.self_attn.q_proj`) stored in
+    /// `scheme`'s format, checking it is `(out_features, in_features)`.
+    ///
+    /// The scheme says whether this module is quantized (modules in `ignore` /
+    /// `modules_to_not_convert`, and `lm_head` for AWQ and `fp8`, are dense); the stored tensors
+    /// must then agree: a quantized layer missing its scale or zero points is an error, never a
+    /// layer that runs on raw codes.
+    pub fn load(
+        store: &WeightStore,
+        prefix: &str,
+        scheme: &QuantScheme,
+        out_features: usize,
+        in_features: usize,
+    ) -> Result<Self> {
+        if out_features == 0 || in_features == 0 {
+            return Err(QuantError::invalid(
+                &format!("{prefix}.weight"),
+                format!("empty layer shape ({out_features}, {in_features})"),
+            ));
+        }
+        match scheme.layer_format(prefix) {
+            LayerFormat::Dense => {
+                let tensor = store.get(&format!("{prefix}.weight"));
+                let tensor = match tensor {
+                    Err(e) if store.contains(&format!("{prefix}.qweight")) => {
+                        return Err(QuantError::invalid(
+                            &format!("{prefix}.qweight"),
+                            format!("`{prefix}` is stored AWQ-quantized, but quantization_config says it is not quantized ({e})"),
+                        ))
+                    }
+                    other => other?,
+                };
+                if matches!(tensor.dtype(), Dtype::F8E4M3 | Dtype::F8E5M2) {
+                    return Err(QuantError::invalid(
+                        tensor.name(),
+                        format!(
+                            "stored as {} but quantization_config says `{prefix}` is not quantized (ignore / modules_to_not_convert); refusing to use FP8 codes without a scale",
+                            tensor.dtype()
+                        ),
+                    ));
+                }
+                tensor.expect_shape(&[out_features, in_features])?;
+                Self::dense(tensor)
+            }
+            LayerFormat::Awq { group_size } => {
+                AwqWeight::load(store, prefix, group_size, out_features, in_features)
+                    .map(Linear::Awq)
+            }
+            LayerFormat::Fp8 {
+                block,
+                expect,
+                strategy,
+            } => Fp8Weight::load(
+                store,
+                prefix,
+                block,
+                expect,
+                strategy,
+                out_features,
+                in_features,
+            )
+            .map(Linear::Fp8),
+        }
+    }
+
+    /// Builds a dense layer from a tensor.
+    pub fn dense(tensor: Tensor) -> Result<Self> {
+        Ok(Linear::Dense(DenseWeight::new(tensor)?))
+    }
+}

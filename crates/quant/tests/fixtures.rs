@@ -1,0 +1,150 @@
+//! Golden tests against the transformers reference fixtures in testdata/fixtures: each format's
+//! `k_proj` must dequantize to exactly the reference f32 weight, and its forward must match
+//! `x · Wᵀ` within the f32 bound of [`crate::util::bound`]; every layer-0 linear (including the
+//! 704-input `down_proj` with half-filled edge blocks) must match its own dequantization.
+
+use crate::util::{check_forward, Rng};
+use nano_infer_quant::{Linear, QuantScheme};
+use nano_infer_simd::Fp8Format;
+use nano_infer_tensor::{SafetensorsFile, WeightStore};
+use std::path::PathBuf;
+
+fn fixture_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/fixtures")
+        .join(name)
+}
+
+fn read_json(path: PathBuf) -> serde_json::Value {
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The variant and format name each fixture must load as.
+const FIXTURES: [(&str, &str); 8] = [
+    ("awq", "awq-int4"),
+    ("awq_f16", "awq-int4"),
+    ("fp8_block", "fp8-e4m3"),
+    ("fp8_block_f16scale", "fp8-e4m3"),
+    ("fp8_block_f32scale", "fp8-e4m3"),
+    ("fp8_dynamic", "fp8-e4m3"),
+    ("fp8_tensor", "fp8-e4m3"),
+    ("fp8_tensor_e5m2", "fp8-e5m2"),
+];
+
+fn scheme_of(name: &str) -> QuantScheme {
+    let config = read_json(fixture_dir(name).join("config.json"));
+    QuantScheme::from_config(config.get("quantization_config")).unwrap()
+}
+
+#[test]
+fn schemes_parse() {
+    use nano_infer_quant::Fp8Strategy;
+    for (name, _) in FIXTURES {
+        let scheme = scheme_of(name);
+        match (name, &scheme) {
+            ("awq", QuantScheme::Awq(c)) => assert_eq!((c.bits, c.group_size), (4, 64)),
+            ("awq_f16", QuantScheme::Awq(c)) => assert_eq!(c.group_size, 128),
+            (n, QuantScheme::Fp8Block(c)) if n.starts_with("fp8_block") => {
+                assert_eq!((c.block, c.format), ([128, 128], Fp8Format::E4M3))
+            }
+            ("fp8_dynamic", QuantScheme::CompressedFp8(c)) => {
+                assert_eq!(c.groups[0].strategy, Fp8Strategy::Channel);
+                assert_eq!(c.ignore[0].source(), "lm_head");
+            }
+            (n, QuantScheme::CompressedFp8(c)) if n.starts_with("fp8_tensor") => {
+                assert_eq!(c.groups[0].strategy, Fp8Strategy::Tensor)
+            }
+            other => panic!("{name}: unexpected scheme {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn k_proj_matches_reference_dequant() {
+    for (name, format) in FIXTURES {
+        let dir = fixture_dir(name);
+        let reference = read_json(dir.join("reference.json"));
+        let tensors = reference["dequant_tensors"]
+            .as_array()
+            .expect("dequant_tensors");
+        let refs = SafetensorsFile::open(dir.join("reference.safetensors")).unwrap();
+        let store = WeightStore::open_dir(&dir).unwrap();
+        let scheme = scheme_of(name);
+        for tensor in tensors {
+            let tensor = tensor.as_str().unwrap();
+            let prefix = tensor
+                .strip_prefix("dequant.")
+                .and_then(|p| p.strip_suffix(".weight"))
+                .unwrap();
+            let want = refs.get(tensor).unwrap();
+            let &[rows, k] = want.shape() else {
+                panic!("{tensor}: not 2-D")
+            };
+            let want = want.to_f32_vec().unwrap();
+            let linear = Linear::load(&store, prefix, &scheme, rows, k).unwrap();
+            assert_eq!(linear.format_name(), format, "{name}");
+            let got = linear.dequantize();
+            let mismatches = got
+                .iter()
+                .zip(&want)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            assert_eq!(
+                mismatches, 0,
+                "{name} {prefix}: {mismatches} elements differ from the reference dequant"
+            );
+
+            let mut rng = Rng::new(rows as u64 * 31 + k as u64);
+            for n_tok in [1, 3, 7] {
+                let x = rng.vec(n_tok * k);
+                let worst = check_forward(&linear, &want, &x);
+                eprintln!("{name} {prefix} n_tok {n_tok}: worst |err|/bound {worst:.2e}");
+            }
+        }
+    }
+}
+
+/// Every linear of layer 0 loads, and its forward equals its own exact dequantization times x.
+/// Also prints the memory each format keeps per layer (the numbers quoted in the crate docs).
+#[test]
+fn every_layer0_linear() {
+    for (name, _) in FIXTURES {
+        let dir = fixture_dir(name);
+        let cfg = read_json(dir.join("config.json"));
+        let dim = |key: &str| cfg[key].as_u64().unwrap() as usize;
+        let (hidden, inter, hd) = (
+            dim("hidden_size"),
+            dim("intermediate_size"),
+            dim("head_dim"),
+        );
+        let (q, kv) = (
+            dim("num_attention_heads") * hd,
+            dim("num_key_value_heads") * hd,
+        );
+        let store = WeightStore::open_dir(&dir).unwrap();
+        let scheme = scheme_of(name);
+        let shapes = [
+            ("self_attn.q_proj", q, hidden),
+            ("self_attn.k_proj", kv, hidden),
+            ("self_attn.v_proj", kv, hidden),
+            ("self_attn.o_proj", hidden, q),
+            ("mlp.gate_proj", inter, hidden),
+            ("mlp.up_proj", inter, hidden),
+            ("mlp.down_proj", hidden, inter),
+        ];
+        let (mut bytes, mut weights) = (0usize, 0usize);
+        for (i, (layer, rows, k)) in shapes.into_iter().enumerate() {
+            let prefix = format!("model.layers.0.{layer}");
+            let linear = Linear::load(&store, &prefix, &scheme, rows, k).unwrap();
+            let x = Rng::new(i as u64).vec(2 * k);
+            check_forward(&linear, &linear.dequantize(), &x);
+            bytes += linear.weight_bytes();
+            weights += rows * k;
+        }
+        eprintln!(
+            "{name}: layer 0 linears keep {bytes} bytes for {weights} weights = {:.3} bits/weight",
+            bytes as f64 * 8.0 / weights as f64
+        );
+    }
+}

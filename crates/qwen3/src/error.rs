@@ -1,0 +1,30 @@
+//! Errors of loading and running a model. Each names the file, tensor or value at fault.
+
+use std::path::PathBuf;
+
+/// Why a model could not be loaded or a call could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Config { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Tensor(#[from] nano_infer_tensor::TensorError),
+    #[error(transparent)]
+    Quant(#[from] nano_infer_quant::QuantError),
+    #[error(transparent)]
+    Kv(#[from] nano_infer_kvcache::KvError),
+    #[error("token id {id} is outside the vocabulary (size {vocab_size})")]
+    TokenOutOfRange { id: u32, vocab_size: usize },
+    #[error("the prompt is empty: at least one token is needed")]
+    EmptyInput,
+    #[error("context full: {needed} positions needed but the context holds {max} (raise --ctx-size, up to the model's max_position_embeddings)")]
+    ContextFull { needed: usize, max: usize },
+    #[error("instruction set `{0}` is not available on this CPU")]
+    IsaUnavailable(nano_infer_simd::Isa),
+}

@@ -1,0 +1,214 @@
+//! `generation_config.json` defaults and the generation loop.
+
+use crate::{ModelError, Sampler, SamplingParams, Session};
+use serde::Deserialize;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// What `generation_config.json` says (Qwen3 ships temperature 0.6, top-k 20, top-p 0.95 and
+/// stop ids 151645 `<|im_end|>` and 151643 `<|endoftext|>`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerationDefaults {
+    pub sampling: SamplingParams,
+    pub stop_ids: Vec<u32>,
+    pub max_new_tokens: usize,
+}
+
+#[derive(Deserialize)]
+struct GenerationConfigFile {
+    #[serde(default)]
+    eos_token_id: Option<serde_json::Value>,
+    #[serde(default)]
+    do_sample: Option<bool>,
+    #[serde(default)]
+    temperature: Option<f32>,
+    #[serde(default)]
+    top_k: Option<usize>,
+    #[serde(default)]
+    top_p: Option<f32>,
+    #[serde(default)]
+    min_p: Option<f32>,
+    #[serde(default)]
+    repetition_penalty: Option<f32>,
+    #[serde(default)]
+    max_new_tokens: Option<usize>,
+}
+
+impl GenerationDefaults {
+    /// Without a `generation_config.json`: temperature 0.7, top-k 20, top-p 0.9, 512 tokens.
+    pub fn fallback() -> Self {
+        Self {
+            sampling: SamplingParams {
+                temperature: 0.7,
+                top_k: 20,
+                top_p: 0.9,
+                ..SamplingParams::default()
+            },
+            stop_ids: Vec::new(),
+            max_new_tokens: 512,
+        }
+    }
+
+    /// Reads `dir/generation_config.json` if present; stop ids also come from `config.json`'s
+    /// `eos_token_id` when the generation config has none.
+    pub fn from_dir(
+        dir: &Path,
+        config_eos: Option<&serde_json::Value>,
+    ) -> Result<Self, ModelError> {
+        let mut defaults = Self::fallback();
+        let path = dir.join("generation_config.json");
+        let file =
+            match std::fs::read_to_string(&path) {
+                Ok(text) => Some(serde_json::from_str::<GenerationConfigFile>(&text).map_err(
+                    |e| ModelError::Config {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    },
+                )?),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(source) => return Err(ModelError::Io { path, source }),
+            };
+        let mut eos = config_eos.cloned();
+        if let Some(f) = file {
+            let s = &mut defaults.sampling;
+            if f.do_sample == Some(false) {
+                s.temperature = 0.0;
+            } else if let Some(t) = f.temperature {
+                s.temperature = t;
+            }
+            s.top_k = f.top_k.unwrap_or(s.top_k);
+            s.top_p = f.top_p.unwrap_or(s.top_p);
+            s.min_p = f.min_p.unwrap_or(s.min_p);
+            s.repetition_penalty = f.repetition_penalty.unwrap_or(s.repetition_penalty);
+            defaults.max_new_tokens = f.max_new_tokens.unwrap_or(defaults.max_new_tokens);
+            if f.eos_token_id.is_some() {
+                eos = f.eos_token_id;
+            }
+        }
+        defaults.stop_ids = match eos {
+            Some(serde_json::Value::Number(n)) => {
+                n.as_u64().map(|v| vec![v as u32]).unwrap_or_default()
+            }
+            Some(serde_json::Value::Array(list)) => list
+                .iter()
+                .filter_map(|v| v.as_u64())
+                .map(|v| v as u32)
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(defaults)
+    }
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// A stop id was generated (it is included in the output ids).
+    Stop,
+    /// `max_new_tokens` reached.
+    Length,
+    /// The context is full.
+    ContextFull,
+    /// The per-token callback asked to stop (Ctrl-C in the chat).
+    Cancelled,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Stop => "stop",
+            StopReason::Length => "length",
+            StopReason::ContextFull => "context_full",
+            StopReason::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The outcome of [`generate`].
+#[derive(Clone, Debug)]
+pub struct Generation {
+    /// Generated ids, the stop id included when there was one.
+    pub ids: Vec<u32>,
+    pub stop_reason: StopReason,
+    /// Tokens the prefill processed (the prompt less any prefix already in the session).
+    pub prompt_tokens: usize,
+    pub prefill_time: Duration,
+    pub decode_time: Duration,
+}
+
+/// Options of one [`generate`] call.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    pub max_new_tokens: usize,
+    pub stop_ids: Vec<u32>,
+    /// Keep generating past stop ids (llama.cpp's `--ignore-eos`).
+    pub ignore_eos: bool,
+}
+
+/// Feeds the part of `prompt` the session does not already hold, then samples until a stop id,
+/// `max_new_tokens`, a full context, or `on_token` returning `Break`.
+///
+/// Prefix reuse: if the session's tokens are a prefix of `prompt`, only the rest is prefilled
+/// (a chat turn pays for its new tokens only); otherwise the session is cut back to the longest
+/// common prefix first.
+pub fn generate(
+    session: &mut Session<'_>,
+    prompt: &[u32],
+    sampler: &mut Sampler,
+    options: &GenerateOptions,
+    mut on_token: impl FnMut(u32) -> ControlFlow<()>,
+) -> Result<Generation, ModelError> {
+    let common = session
+        .tokens()
+        .iter()
+        .zip(prompt)
+        .take_while(|(a, b)| a == b)
+        .count();
+    // At least one token must be fed to get logits for the next.
+    let keep = common.min(prompt.len().saturating_sub(1));
+    session.truncate(keep);
+    let fresh = &prompt[keep..];
+    if fresh.is_empty() {
+        return Err(ModelError::EmptyInput);
+    }
+    if session.position() + fresh.len() > session.model().ctx_size() {
+        return Err(ModelError::ContextFull {
+            needed: session.position() + fresh.len(),
+            max: session.model().ctx_size(),
+        });
+    }
+
+    let start = Instant::now();
+    session.prefill(fresh)?;
+    let prefill_time = start.elapsed();
+    let start = Instant::now();
+    let mut ids = Vec::new();
+    let stop_reason = loop {
+        if ids.len() >= options.max_new_tokens {
+            break StopReason::Length;
+        }
+        let next = sampler.sample(session.logits(), session.tokens());
+        ids.push(next);
+        if on_token(next).is_break() {
+            break StopReason::Cancelled;
+        }
+        if !options.ignore_eos && options.stop_ids.contains(&next) {
+            break StopReason::Stop;
+        }
+        if ids.len() >= options.max_new_tokens {
+            break StopReason::Length;
+        }
+        if session.remaining() == 0 {
+            break StopReason::ContextFull;
+        }
+        session.decode(next)?;
+    };
+    Ok(Generation {
+        ids,
+        stop_reason,
+        prompt_tokens: fresh.len(),
+        prefill_time,
+        decode_time: start.elapsed(),
+    })
+}

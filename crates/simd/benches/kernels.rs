@@ -1,0 +1,160 @@
+//! Kernel throughput at Qwen3-4B shapes, for every level the host has.
+//!
+//! Decode is bandwidth-bound, so the GEMVs (`n_tok = 1`) report `Throughput::Bytes` of weights
+//! streamed: compare with the machine's single-core memory bandwidth. The weights (25–50 MB) do
+//! not fit in cache, so these are DRAM numbers. Prefill GEMMs (`n_tok = 128`) report elements =
+//! flops (2 per multiply-add). Run: `cargo bench -p nano-infer-simd --bench kernels`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use nano_infer_simd::{bf16, f16, Fp8Format, Isa, Kernels};
+use std::hint::black_box;
+
+/// Deterministic pseudo-random values in [-1, 1): the kernels' speed does not depend on them.
+fn data(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn levels() -> Vec<Kernels> {
+    Isa::available()
+        .into_iter()
+        .filter_map(Kernels::for_isa)
+        .collect()
+}
+
+/// Weights of one `(rows, k)` projection in every format.
+struct Weights {
+    rows: usize,
+    k: usize,
+    bf16: Vec<bf16>,
+    f16: Vec<f16>,
+    fp8: Vec<u8>,
+    fp8_scales: Vec<f32>,
+    q4: Vec<u8>,
+    q4_scales: Vec<f32>,
+    q4_zeros: Vec<f32>,
+}
+
+const FP8_BLOCK: usize = 128;
+const Q4_GROUP: usize = 128;
+
+impl Weights {
+    fn new(rows: usize, k: usize) -> Self {
+        let w = data(rows * k, 1);
+        let fp8 = w.iter().map(|v| ((v * 127.0) as i8 as u8) & 0x77).collect();
+        let q4 = w[..rows * k / 2]
+            .iter()
+            .map(|v| (v * 255.0) as u8)
+            .collect();
+        Weights {
+            rows,
+            k,
+            bf16: w.iter().map(|&v| bf16::from_f32(v)).collect(),
+            f16: w.iter().map(|&v| f16::from_f32(v)).collect(),
+            fp8,
+            fp8_scales: vec![0.01; rows * k.div_ceil(FP8_BLOCK)],
+            q4,
+            q4_scales: vec![0.01; rows * k / Q4_GROUP],
+            q4_zeros: vec![0.08; rows * k / Q4_GROUP],
+        }
+    }
+
+    /// Benchmarks every format on every level with `n_tok` tokens.
+    fn bench(&self, c: &mut Criterion, group: &str, n_tok: usize) {
+        let (rows, k) = (self.rows, self.k);
+        let x = data(n_tok * k, 2);
+        let mut out = vec![0.0f32; rows * n_tok];
+        let mut g = c.benchmark_group(format!("{group}/{k}->{rows}/n_tok={n_tok}"));
+        g.sample_size(10);
+        let formats: [(&str, f64); 4] = [
+            ("bf16", 2.0),
+            ("f16", 2.0),
+            ("fp8_e4m3", 1.0),
+            ("q4_g128", 0.5),
+        ];
+        for (name, bytes_per_weight) in formats {
+            if n_tok == 1 {
+                g.throughput(Throughput::Bytes(
+                    ((rows * k) as f64 * bytes_per_weight) as u64,
+                ));
+            } else {
+                g.throughput(Throughput::Elements(2 * (rows * k * n_tok) as u64));
+            }
+            for kern in levels() {
+                if n_tok > 1 && kern.isa() == Isa::Scalar {
+                    continue; // seconds per call; the GEMVs already show the scalar baseline
+                }
+                g.bench_function(BenchmarkId::new(name, kern.isa()), |b| {
+                    b.iter(|| match name {
+                        "bf16" => kern.gemm_bf16(black_box(&self.bf16), &x, k, &mut out),
+                        "f16" => kern.gemm_f16(black_box(&self.f16), &x, k, &mut out),
+                        "fp8_e4m3" => kern.gemm_fp8(
+                            Fp8Format::E4M3,
+                            black_box(&self.fp8),
+                            &self.fp8_scales,
+                            FP8_BLOCK,
+                            &x,
+                            k,
+                            &mut out,
+                        ),
+                        _ => kern.gemm_q4(
+                            black_box(&self.q4),
+                            &self.q4_scales,
+                            &self.q4_zeros,
+                            Q4_GROUP,
+                            &x,
+                            k,
+                            &mut out,
+                        ),
+                    })
+                });
+            }
+        }
+        g.finish();
+    }
+}
+
+fn gemv(c: &mut Criterion) {
+    // Qwen3-4B: hidden 2560, intermediate 9728 (gate/up: 2560 -> 9728, down: 9728 -> 2560).
+    Weights::new(9728, 2560).bench(c, "gemv", 1);
+    Weights::new(2560, 9728).bench(c, "gemv", 1);
+}
+
+fn gemm(c: &mut Criterion) {
+    // A 1024-row slice of gate/up (what one of several threads gets) at 128 prefill tokens.
+    Weights::new(1024, 2560).bench(c, "gemm", 128);
+}
+
+fn small(c: &mut Criterion) {
+    let n = 9728;
+    let (a, b) = (data(n, 3), data(n, 4));
+    let mut g = c.benchmark_group("vec/9728");
+    g.throughput(Throughput::Elements(n as u64));
+    for kern in levels() {
+        g.bench_function(BenchmarkId::new("silu_mul", kern.isa()), |bch| {
+            let mut gate = a.clone();
+            bch.iter(|| {
+                gate.copy_from_slice(&a);
+                kern.silu_mul(&mut gate, &b)
+            })
+        });
+        g.bench_function(BenchmarkId::new("softmax", kern.isa()), |bch| {
+            let mut v = a.clone();
+            bch.iter(|| {
+                v.copy_from_slice(&a);
+                kern.softmax(&mut v)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, gemv, gemm, small);
+criterion_main!(benches);

@@ -1,0 +1,216 @@
+//! Compute kernels over slices, with runtime CPU-feature dispatch.
+//!
+//! This is the only crate in the workspace with intrinsics. Every kernel has a scalar twin that is
+//! always compiled: it is the fallback on CPUs without a vector unit we support and the oracle the
+//! property tests compare every vector path against.
+//!
+//! Dispatch: [`Isa::best`] detects the host's best instruction set once and caches it;
+//! [`set_max_isa`] caps it process-wide (the CLI's `--isa`), and [`Kernels::for_isa`] builds a
+//! kernel table for any level the host has, so tests can run every level side by side.
+//!
+//! Layout conventions shared by all matmul kernels: the weight `w` is `(rows, k)` row-major (the
+//! PyTorch `nn.Linear` layout), the activations `x` are `(n_tok, k)` and the output is
+//! **`(rows, n_tok)`**, so a caller that splits work over row ranges hands each thread a
+//! contiguous piece of the output.
+//!
+//! Structure (memchr/pulp style): each vector level has a zero-sized *token* type
+//! ([`x86::Avx2Fma`], [`x86::Avx512`], [`aarch64::Neon`]) that only a `try_new()` which checks the
+//! CPU can build. Each kernel has one safe entry per level that takes the token as proof and calls
+//! a `#[target_feature]` implementation; [`Kernels`] holds the token of its level and dispatches
+//! with one `match` per call (calls are per matmul or per row, never per element). The ISA is in
+//! the module path: `x86::avx2::gemm_bf16`, `aarch64::neon::dot_f32`.
+
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
+mod isa;
+pub mod scalar;
+pub(crate) mod tile;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
+
+pub use half::{bf16, f16};
+pub use isa::{set_max_isa, Isa};
+
+/// FP8 encodings found in safetensors checkpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fp8Format {
+    /// `float8_e4m3fn`: bias 7, no infinities, NaN is `S.1111.111`, max 448.
+    E4M3,
+    /// `float8_e5m2`: bias 15, IEEE-like with infinities and NaNs, max 57344.
+    E5M2,
+}
+
+/// The token of one level, held by [`Kernels`]: its existence proves the CPU has the level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Imp {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2(x86::Avx2Fma),
+    #[cfg(target_arch = "x86_64")]
+    Avx512(x86::Avx512),
+    #[cfg(target_arch = "aarch64")]
+    Neon(aarch64::Neon),
+}
+
+/// Calls `$f` from the module of the kernel table's level: `scalar::$f`, `x86::avx2::$f(token, ..)`…
+/// Levels that lack a dedicated version of a kernel fall back to the next lower one inside their
+/// module (AVX-512 reuses AVX2 for the cheap element-wise kernels), never here.
+macro_rules! dispatch {
+    ($self:ident, $f:ident($($arg:expr),* $(,)?)) => {
+        match $self.imp {
+            Imp::Scalar => scalar::$f($($arg),*),
+            #[cfg(target_arch = "x86_64")]
+            Imp::Avx2(t) => x86::avx2::$f(t, $($arg),*),
+            #[cfg(target_arch = "x86_64")]
+            Imp::Avx512(t) => x86::avx512::$f(t, $($arg),*),
+            #[cfg(target_arch = "aarch64")]
+            Imp::Neon(t) => aarch64::neon::$f(t, $($arg),*),
+        }
+    };
+}
+
+/// A kernel table for one instruction-set level. Cheap to copy; hold one per model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kernels {
+    imp: Imp,
+}
+
+impl Kernels {
+    /// Kernels for the best level the host has, under the process-wide cap.
+    pub fn best() -> Self {
+        let isa = Isa::active();
+        Self::for_isa(isa).expect("Isa::active returns an available level")
+    }
+
+    /// Kernels for `isa`, or `None` when the host CPU lacks it.
+    pub fn for_isa(isa: Isa) -> Option<Self> {
+        let imp = match isa {
+            Isa::Scalar => Some(Imp::Scalar),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::Avx2Fma::try_new().map(Imp::Avx2),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => x86::Avx512::try_new().map(Imp::Avx512),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => aarch64::Neon::try_new().map(Imp::Neon),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }?;
+        Some(Self { imp })
+    }
+
+    /// The instruction set these kernels use.
+    pub fn isa(&self) -> Isa {
+        match self.imp {
+            Imp::Scalar => Isa::Scalar,
+            #[cfg(target_arch = "x86_64")]
+            Imp::Avx2(_) => Isa::Avx2,
+            #[cfg(target_arch = "x86_64")]
+            Imp::Avx512(_) => Isa::Avx512,
+            #[cfg(target_arch = "aarch64")]
+            Imp::Neon(_) => Isa::Neon,
+        }
+    }
+
+    /// `Σ a[i]·b[i]`.
+    pub fn dot_f32(&self, a: &[f32], b: &[f32]) -> f32 {
+        dispatch!(self, dot_f32(a, b))
+    }
+
+    /// `Σ a[i]·x[i]` for a BF16 vector (a row of a BF16 KV cache), accumulating in f32.
+    pub fn dot_bf16(&self, a: &[bf16], x: &[f32]) -> f32 {
+        dispatch!(self, dot_bf16(a, x))
+    }
+
+    /// `Σ a[i]·x[i]` for an F16 vector (a row of an F16 KV cache), accumulating in f32.
+    pub fn dot_f16(&self, a: &[f16], x: &[f32]) -> f32 {
+        dispatch!(self, dot_f16(a, x))
+    }
+
+    /// `out[r*n_tok + t] = Σ_j w[r*k + j] · x[t*k + j]` for f32 weights.
+    ///
+    /// Attention scores over a cache are this call too: `w` = the keys `(positions, head_dim)`,
+    /// `x` = the query heads sharing that KV head `(n_q_per_kv, head_dim)`.
+    pub fn gemm_f32(&self, w: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
+        dispatch!(self, gemm_f32(w, x, k, out))
+    }
+
+    /// Like [`Kernels::gemm_f32`] for BF16 weights, accumulating in f32.
+    pub fn gemm_bf16(&self, w: &[bf16], x: &[f32], k: usize, out: &mut [f32]) {
+        dispatch!(self, gemm_bf16(w, x, k, out))
+    }
+
+    /// Like [`Kernels::gemm_f32`] for F16 weights, accumulating in f32.
+    pub fn gemm_f16(&self, w: &[f16], x: &[f32], k: usize, out: &mut [f32]) {
+        dispatch!(self, gemm_f16(w, x, k, out))
+    }
+
+    /// FP8 weights `(rows, k)` with one f32 multiplier per `(row, k-block)`:
+    /// `scales` is `(rows, k.div_ceil(block_k))`. Per-channel and per-tensor scales are the case
+    /// `block_k == k`; 128×128 block scales are expanded to rows by the caller.
+    /// Vector levels are fastest when `block_k` is a multiple of 16.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_fp8(
+        &self,
+        format: Fp8Format,
+        w: &[u8],
+        scales: &[f32],
+        block_k: usize,
+        x: &[f32],
+        k: usize,
+        out: &mut [f32],
+    ) {
+        dispatch!(self, gemm_fp8(format, w, scales, block_k, x, k, out))
+    }
+
+    /// 4-bit weights `(rows, k/2)` bytes, value `2j` in the low nibble of byte `j`, `2j+1` in the
+    /// high one; `scales` and `zero_scaled` (= zero point × scale) are `(rows, k/group)`:
+    /// `w = q·s − z·s`. Vector levels are fastest when `group` is a multiple of 16.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_q4(
+        &self,
+        w: &[u8],
+        scales: &[f32],
+        zero_scaled: &[f32],
+        group: usize,
+        x: &[f32],
+        k: usize,
+        out: &mut [f32],
+    ) {
+        dispatch!(self, gemm_q4(w, scales, zero_scaled, group, x, k, out))
+    }
+
+    /// `out = weight · x / sqrt(mean(x²) + eps)`, computed in f32 as transformers' `Qwen3RMSNorm`.
+    pub fn rms_norm(&self, x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+        dispatch!(self, rms_norm(x, weight, eps, out))
+    }
+
+    /// Numerically stable softmax in place.
+    pub fn softmax(&self, x: &mut [f32]) {
+        dispatch!(self, softmax(x))
+    }
+
+    /// `gate[i] = silu(gate[i]) · up[i]`: the SwiGLU activation.
+    pub fn silu_mul(&self, gate: &mut [f32], up: &[f32]) {
+        dispatch!(self, silu_mul(gate, up))
+    }
+
+    /// `y += a · x`.
+    pub fn axpy(&self, a: f32, x: &[f32], y: &mut [f32]) {
+        dispatch!(self, axpy(a, x, y))
+    }
+
+    /// `y += a · x` for a BF16 `x` (a row of a BF16 V cache).
+    pub fn axpy_bf16(&self, a: f32, x: &[bf16], y: &mut [f32]) {
+        dispatch!(self, axpy_bf16(a, x, y))
+    }
+
+    /// `y += a · x` for an F16 `x` (a row of an F16 V cache).
+    pub fn axpy_f16(&self, a: f32, x: &[f16], y: &mut [f32]) {
+        dispatch!(self, axpy_f16(a, x, y))
+    }
+}
+
+/// Decodes one FP8 code to f32, exactly.
+pub fn fp8_to_f32(format: Fp8Format, code: u8) -> f32 {
+    scalar::fp8_to_f32(format, code)
+}

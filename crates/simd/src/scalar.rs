@@ -1,0 +1,264 @@
+//! Scalar twins of every kernel: the fallback and the test oracle. Written for clarity, not speed.
+
+use crate::Fp8Format;
+use half::{bf16, f16};
+
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot_f32: length mismatch");
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+pub fn dot_bf16(a: &[bf16], x: &[f32]) -> f32 {
+    assert_eq!(a.len(), x.len(), "dot_bf16: length mismatch");
+    a.iter().zip(x).map(|(a, b)| a.to_f32() * b).sum()
+}
+
+pub fn dot_f16(a: &[f16], x: &[f32]) -> f32 {
+    assert_eq!(a.len(), x.len(), "dot_f16: length mismatch");
+    a.iter().zip(x).map(|(a, b)| a.to_f32() * b).sum()
+}
+
+/// Checks the matmul layout (`w` of `w_len` scalars is `(rows, k)`, `x` is `(n_tok, k)`, `out` is
+/// `(rows, n_tok)`) and returns `(rows, n_tok)`. Every level calls this before touching memory,
+/// so the vector kernels may index without further bounds checks.
+pub(crate) fn gemm_shape(w_len: usize, x_len: usize, k: usize, out_len: usize) -> (usize, usize) {
+    assert!(
+        k > 0 && x_len.is_multiple_of(k),
+        "gemm: x is not (n_tok, k)"
+    );
+    let n_tok = x_len / k;
+    let rows = out_len / n_tok.max(1);
+    assert_eq!(out_len, rows * n_tok, "gemm: out is not (rows, n_tok)");
+    assert_eq!(w_len, rows * k, "gemm: w is not (rows, k)");
+    (rows, n_tok)
+}
+
+// Shape checks of the parameterised formats, shared by the vector levels; they panic where the
+// scalar twins would.
+
+/// Checks the fp8 parameters; returns `(rows, n_tok, blocks)`.
+pub(crate) fn fp8_shape(
+    w: &[u8],
+    scales: &[f32],
+    block_k: usize,
+    x: &[f32],
+    k: usize,
+    out: &[f32],
+) -> (usize, usize, usize) {
+    let (rows, n_tok) = gemm_shape(w.len(), x.len(), k, out.len());
+    assert!(block_k > 0, "gemm_fp8: block_k must be positive");
+    let blocks = k.div_ceil(block_k);
+    assert!(
+        scales.len() >= rows * blocks,
+        "gemm_fp8: scales is not (rows, k/block_k)"
+    );
+    (rows, n_tok, blocks)
+}
+
+/// Checks the q4 parameters; returns `(rows, n_tok, groups)`.
+pub(crate) fn q4_shape(
+    w: &[u8],
+    scales: &[f32],
+    zero_scaled: &[f32],
+    group: usize,
+    x: &[f32],
+    k: usize,
+    out: &[f32],
+) -> (usize, usize, usize) {
+    assert!(
+        group > 0 && k.is_multiple_of(group) && group.is_multiple_of(2),
+        "gemm_q4: group must divide k and be even"
+    );
+    let (rows, n_tok) = gemm_shape(w.len() * 2, x.len(), k, out.len());
+    let groups = k / group;
+    assert!(
+        scales.len() >= rows * groups && zero_scaled.len() >= rows * groups,
+        "gemm_q4: scales/zero_scaled are not (rows, k/group)"
+    );
+    (rows, n_tok, groups)
+}
+
+/// Shared driver of the dense matmuls: `out` is `(rows, n_tok)`.
+fn gemm_with(
+    w_len: usize,
+    x: &[f32],
+    k: usize,
+    out: &mut [f32],
+    row: impl Fn(usize, &[f32]) -> f32,
+) {
+    let (rows, n_tok) = gemm_shape(w_len, x.len(), k, out.len());
+    for r in 0..rows {
+        for t in 0..n_tok {
+            out[r * n_tok + t] = row(r, &x[t * k..(t + 1) * k]);
+        }
+    }
+}
+
+pub fn gemm_f32(w: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
+    gemm_with(w.len(), x, k, out, |r, xt| {
+        dot_f32(&w[r * k..(r + 1) * k], xt)
+    })
+}
+
+pub fn gemm_bf16(w: &[bf16], x: &[f32], k: usize, out: &mut [f32]) {
+    gemm_with(w.len(), x, k, out, |r, xt| {
+        w[r * k..(r + 1) * k]
+            .iter()
+            .zip(xt)
+            .map(|(a, b)| a.to_f32() * b)
+            .sum()
+    })
+}
+
+pub fn gemm_f16(w: &[f16], x: &[f32], k: usize, out: &mut [f32]) {
+    gemm_with(w.len(), x, k, out, |r, xt| {
+        w[r * k..(r + 1) * k]
+            .iter()
+            .zip(xt)
+            .map(|(a, b)| a.to_f32() * b)
+            .sum()
+    })
+}
+
+pub fn gemm_fp8(
+    format: Fp8Format,
+    w: &[u8],
+    scales: &[f32],
+    block_k: usize,
+    x: &[f32],
+    k: usize,
+    out: &mut [f32],
+) {
+    let blocks = k.div_ceil(block_k);
+    gemm_with(w.len(), x, k, out, |r, xt| {
+        let row = &w[r * k..(r + 1) * k];
+        (0..blocks)
+            .map(|b| {
+                let span = b * block_k..((b + 1) * block_k).min(k);
+                let s: f32 = row[span.clone()]
+                    .iter()
+                    .zip(&xt[span])
+                    .map(|(&c, v)| fp8_to_f32(format, c) * v)
+                    .sum();
+                s * scales[r * blocks + b]
+            })
+            .sum()
+    })
+}
+
+pub fn gemm_q4(
+    w: &[u8],
+    scales: &[f32],
+    zero_scaled: &[f32],
+    group: usize,
+    x: &[f32],
+    k: usize,
+    out: &mut [f32],
+) {
+    assert!(
+        k.is_multiple_of(group) && group.is_multiple_of(2),
+        "gemm_q4: group must divide k and be even"
+    );
+    let groups = k / group;
+    gemm_with(w.len() * 2, x, k, out, |r, xt| {
+        let row = &w[r * k / 2..(r + 1) * k / 2];
+        (0..groups)
+            .map(|g| {
+                let mut qx = 0.0f32;
+                let mut sx = 0.0f32;
+                for j in g * group..(g + 1) * group {
+                    let byte = row[j / 2];
+                    let q = if j.is_multiple_of(2) {
+                        byte & 15
+                    } else {
+                        byte >> 4
+                    };
+                    qx += q as f32 * xt[j];
+                    sx += xt[j];
+                }
+                scales[r * groups + g] * qx - zero_scaled[r * groups + g] * sx
+            })
+            .sum()
+    })
+}
+
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    assert!(
+        x.len() == weight.len() && x.len() == out.len(),
+        "rms_norm: length mismatch"
+    );
+    let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let inv = 1.0 / (mean_sq + eps).sqrt();
+    for ((o, v), w) in out.iter_mut().zip(x).zip(weight) {
+        *o = w * (v * inv);
+    }
+}
+
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in x.iter_mut() {
+        *v /= sum;
+    }
+}
+
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "silu_mul: length mismatch");
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len(), "axpy: length mismatch");
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}
+
+pub fn axpy_bf16(a: f32, x: &[bf16], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len(), "axpy_bf16: length mismatch");
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += a * xi.to_f32();
+    }
+}
+
+pub fn axpy_f16(a: f32, x: &[f16], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len(), "axpy_f16: length mismatch");
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += a * xi.to_f32();
+    }
+}
+
+/// Exact decoding of one FP8 code.
+pub fn fp8_to_f32(format: Fp8Format, code: u8) -> f32 {
+    let sign = if code & 0x80 != 0 { -1.0f32 } else { 1.0 };
+    let (exp_bits, man_bits, bias) = match format {
+        Fp8Format::E4M3 => (4u32, 3u32, 7i32),
+        Fp8Format::E5M2 => (5, 2, 15),
+    };
+    let exp = ((code as u32 >> man_bits) & ((1 << exp_bits) - 1)) as i32;
+    let man = (code as u32 & ((1 << man_bits) - 1)) as f32;
+    let exp_max = (1 << exp_bits) - 1;
+    match format {
+        Fp8Format::E4M3 if exp == exp_max && man == 7.0 => return f32::NAN,
+        Fp8Format::E5M2 if exp == exp_max => {
+            return if man == 0.0 {
+                sign * f32::INFINITY
+            } else {
+                f32::NAN
+            };
+        }
+        _ => {}
+    }
+    let scale = (1u32 << man_bits) as f32;
+    if exp == 0 {
+        sign * (man / scale) * 2f32.powi(1 - bias)
+    } else {
+        sign * (1.0 + man / scale) * 2f32.powi(exp - bias)
+    }
+}

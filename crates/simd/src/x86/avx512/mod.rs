@@ -1,0 +1,55 @@
+//! AVX-512 F/BW/VL kernels (512-bit, 16 f32 lanes) for the matmuls; the element-wise kernels,
+//! which are a small share of a forward pass, reuse the AVX2 ones.
+
+mod gemm;
+
+pub use super::Avx512;
+pub use gemm::{gemm_bf16, gemm_f16, gemm_f32, gemm_fp8, gemm_q4};
+
+use super::avx2;
+use half::{bf16, f16};
+
+/// See [`crate::Kernels::dot_f32`].
+pub fn dot_f32(t: Avx512, a: &[f32], b: &[f32]) -> f32 {
+    avx2::dot_f32(t.avx2(), a, b)
+}
+
+/// See [`crate::Kernels::dot_bf16`].
+pub fn dot_bf16(t: Avx512, a: &[bf16], x: &[f32]) -> f32 {
+    avx2::dot_bf16(t.avx2(), a, x)
+}
+
+/// See [`crate::Kernels::dot_f16`].
+pub fn dot_f16(t: Avx512, a: &[f16], x: &[f32]) -> f32 {
+    avx2::dot_f16(t.avx2(), a, x)
+}
+
+/// See [`crate::Kernels::axpy`].
+pub fn axpy(t: Avx512, a: f32, x: &[f32], y: &mut [f32]) {
+    avx2::axpy(t.avx2(), a, x, y)
+}
+
+/// See [`crate::Kernels::axpy_bf16`].
+pub fn axpy_bf16(t: Avx512, a: f32, x: &[bf16], y: &mut [f32]) {
+    avx2::axpy_bf16(t.avx2(), a, x, y)
+}
+
+/// See [`crate::Kernels::axpy_f16`].
+pub fn axpy_f16(t: Avx512, a: f32, x: &[f16], y: &mut [f32]) {
+    avx2::axpy_f16(t.avx2(), a, x, y)
+}
+
+/// See [`crate::Kernels::rms_norm`].
+pub fn rms_norm(t: Avx512, x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    avx2::rms_norm(t.avx2(), x, weight, eps, out)
+}
+
+/// See [`crate::Kernels::softmax`].
+pub fn softmax(t: Avx512, x: &mut [f32]) {
+    avx2::softmax(t.avx2(), x)
+}
+
+/// See [`crate::Kernels::silu_mul`].
+pub fn silu_mul(t: Avx512, gate: &mut [f32], up: &[f32]) {
+    avx2::silu_mul(t.avx2(), gate, up)
+}

@@ -1,0 +1,110 @@
+//! Known answers for all 256 codes of both FP8 formats, from tables built independently of the
+//! crate's decoder: E5M2 through `half` (it is the top byte of an f16), E4M3 by assembling f32
+//! bits. The vector levels are checked on the same 256 codes through `gemm_fp8`.
+
+use crate::{scalar, vector_levels};
+use nano_infer_simd::{f16, fp8_to_f32, Fp8Format};
+
+fn e5m2(code: u8) -> f32 {
+    f16::from_bits((code as u16) << 8).to_f32()
+}
+
+fn e4m3(code: u8) -> f32 {
+    let sign = (code as u32 >> 7) << 31;
+    let exp = (code as u32 >> 3) & 15;
+    let man = code as u32 & 7;
+    if exp == 15 && man == 7 {
+        return f32::NAN;
+    }
+    let magnitude = if exp == 0 {
+        // Subnormal: man · 2⁻⁹, which is a normal f32: exponent of the leading bit, rest shifted.
+        if man == 0 {
+            0
+        } else {
+            let lead = 31 - man.leading_zeros(); // 0, 1 or 2
+            let rest = man & !(1 << lead);
+            ((lead + 127 - 9) << 23) | (rest << (23 - lead))
+        }
+    } else {
+        ((exp + 127 - 7) << 23) | (man << 20)
+    };
+    f32::from_bits(sign | magnitude)
+}
+
+fn same(a: f32, b: f32) -> bool {
+    (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits()
+}
+
+fn table(format: Fp8Format) -> fn(u8) -> f32 {
+    match format {
+        Fp8Format::E4M3 => e4m3,
+        Fp8Format::E5M2 => e5m2,
+    }
+}
+
+#[test]
+fn reference_tables_pin_the_formats() {
+    assert_eq!(e4m3(0x7e), 448.0);
+    assert_eq!(e4m3(0xfe), -448.0);
+    assert_eq!(e4m3(0x08), 2f32.powi(-6)); // smallest normal
+    assert_eq!(e4m3(0x01), 2f32.powi(-9)); // smallest subnormal
+    assert_eq!(e4m3(0x07), 7.0 * 2f32.powi(-9)); // largest subnormal
+    assert_eq!(e4m3(0x38), 1.0);
+    assert!(e4m3(0x7f).is_nan() && e4m3(0xff).is_nan());
+    assert_eq!(e4m3(0x80).to_bits(), (-0.0f32).to_bits());
+    assert_eq!(e5m2(0x7b), 57344.0);
+    assert_eq!(e5m2(0x7c), f32::INFINITY);
+    assert_eq!(e5m2(0xfc), f32::NEG_INFINITY);
+    assert!((0x7d..=0x7f).all(|c| e5m2(c).is_nan()));
+    assert_eq!(e5m2(0x01), 2f32.powi(-16));
+    assert_eq!(e5m2(0x3c), 1.0);
+    assert_eq!(e5m2(0x80).to_bits(), (-0.0f32).to_bits());
+    // The E4M3 NaN is the only non-finite E4M3 code.
+    assert_eq!((0..=255u8).filter(|&c| !e4m3(c).is_finite()).count(), 2);
+}
+
+#[test]
+fn scalar_decodes_all_256_codes_exactly() {
+    for format in [Fp8Format::E4M3, Fp8Format::E5M2] {
+        let want = table(format);
+        for code in 0..=255u8 {
+            let got = fp8_to_f32(format, code);
+            assert!(
+                same(got, want(code)),
+                "{format:?} {code:#04x}: got {got}, want {}",
+                want(code)
+            );
+        }
+    }
+}
+
+/// Row `c` of a `(256, 32)` weight holds code `c` at column `c % 32` and +0 elsewhere; with `x = 1`
+/// and scale 1 each output is exactly that code's value (adding +0 changes nothing, and ±inf/NaN
+/// survive), so the vector decoders are checked bit for bit.
+#[test]
+fn vector_levels_decode_all_256_codes_exactly() {
+    let k = 32;
+    for format in [Fp8Format::E4M3, Fp8Format::E5M2] {
+        let want = table(format);
+        let mut w = vec![0u8; 256 * k];
+        for c in 0..256 {
+            w[c * k + c % k] = c as u8;
+        }
+        let scales = vec![1.0f32; 256];
+        for kern in vector_levels().into_iter().chain([scalar()]) {
+            let mut out = vec![0.0; 256];
+            kern.gemm_fp8(format, &w, &scales, k, &[1.0; 32], k, &mut out);
+            for code in 0..=255u8 {
+                let got = out[code as usize];
+                // −0 + (+0) = +0, so negative zero comes back as +0: compare zeros by value.
+                let ok = same(got, want(code)) || (got == 0.0 && want(code) == 0.0);
+                assert!(
+                    ok,
+                    "{} {format:?} {code:#04x}: got {got}, want {}",
+                    kern.isa(),
+                    want(code)
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! Safetensors model directories, memory-mapped into zero-copy typed views.
+//!
+//! A Hugging Face model directory holds either one `model.safetensors` or several shards named
+//! by `model.safetensors.index.json`. [`WeightStore::open_dir`] maps every file (no copy: the
+//! kernels read weights straight from the page cache, so resident memory stays near the file
+//! size) and validates each header completely before any tensor is handed out: a truncated or
+//! corrupted file is a [`TensorError`] that names the file and the tensor, never a panic.
+//!
+//! Design costs: validation is O(number of tensors) at open time; a tensor whose data offset is
+//! not aligned for its element type (the format does not promise alignment, though every writer
+//! we know pads the header to 8 bytes) is copied once into an aligned buffer when it is fetched.
+//!
+//! This crate and `simd` are the only ones allowed `unsafe`: here for `mmap` alone.
+
+mod dtype;
+mod error;
+mod file;
+mod store;
+mod tensor;
+
+pub use dtype::{Dtype, Element};
+pub use error::TensorError;
+pub use file::SafetensorsFile;
+pub use store::WeightStore;
+pub use tensor::Tensor;
+
+/// The result type of this crate.
+pub type Result<T, E = TensorError> = std::result::Result<T, E>;

@@ -1,0 +1,171 @@
+//! A view of one tensor: dtype, shape and bytes, sharing its file's memory map.
+
+use crate::file::{Storage, TensorInfo};
+use crate::{Dtype, Element, Result, TensorError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// One tensor of a safetensors file. Cloning is cheap (reference-counted storage); the bytes
+/// stay valid as long as any `Tensor` of the file lives.
+#[derive(Clone)]
+pub struct Tensor {
+    name: Arc<str>,
+    path: Arc<PathBuf>,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Data,
+}
+
+#[derive(Clone)]
+enum Data {
+    /// A range of the file's storage.
+    Shared {
+        storage: Arc<Storage>,
+        start: usize,
+        end: usize,
+    },
+    /// A copy made because the file's data was not aligned for the element type. `u64` words
+    /// guarantee alignment for every element type we view.
+    Aligned { words: Arc<[u64]>, len: usize },
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tensor")
+            .field("name", &self.name)
+            .field("dtype", &self.dtype)
+            .field("shape", &self.shape)
+            .finish()
+    }
+}
+
+impl Tensor {
+    pub(crate) fn new(
+        name: &str,
+        path: Arc<PathBuf>,
+        storage: Arc<Storage>,
+        info: &TensorInfo,
+    ) -> Self {
+        let bytes = &storage.bytes()[info.start..info.end];
+        let data = if (bytes.as_ptr() as usize).is_multiple_of(info.dtype.size()) {
+            Data::Shared {
+                storage: Arc::clone(&storage),
+                start: info.start,
+                end: info.end,
+            }
+        } else {
+            let mut words = vec![0u64; bytes.len().div_ceil(8)];
+            bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+            Data::Aligned {
+                words: words.into(),
+                len: bytes.len(),
+            }
+        };
+        Self {
+            name: name.into(),
+            path,
+            dtype: info.dtype,
+            shape: info.shape.clone(),
+            data,
+        }
+    }
+
+    /// The tensor's name in the checkpoint.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The file it came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The raw little-endian bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.data {
+            Data::Shared {
+                storage,
+                start,
+                end,
+            } => &storage.bytes()[*start..*end],
+            Data::Aligned { words, len } => &bytemuck::cast_slice(words)[..*len],
+        }
+    }
+
+    /// A zero-copy typed view. Errors if `T` is not this tensor's element type.
+    pub fn as_slice<T: Element>(&self) -> Result<&[T]> {
+        if !T::DTYPES.contains(&self.dtype) {
+            return Err(self.wrong_dtype(T::DTYPES));
+        }
+        // Alignment was ensured in `new`, and the byte length is a multiple of the element size
+        // because the header's shape × dtype size was checked against its offsets.
+        Ok(bytemuck::cast_slice(self.bytes()))
+    }
+
+    /// Errors unless the shape is exactly `expected`.
+    pub fn expect_shape(&self, expected: &[usize]) -> Result<&Self> {
+        if self.shape != expected {
+            return Err(TensorError::WrongShape {
+                path: self.path.as_ref().clone(),
+                tensor: self.name.to_string(),
+                expected: expected.to_vec(),
+                actual: self.shape.clone(),
+            });
+        }
+        Ok(self)
+    }
+
+    /// Errors unless the dtype is one of `allowed`.
+    pub fn expect_dtype(&self, allowed: &[Dtype]) -> Result<&Self> {
+        if !allowed.contains(&self.dtype) {
+            return Err(self.wrong_dtype(allowed));
+        }
+        Ok(self)
+    }
+
+    /// The values as f32 (a copy), for BF16, F16 and F32 tensors. Used for small tensors such
+    /// as norms and scales, never for weight matrices.
+    pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
+        Ok(match self.dtype {
+            Dtype::F32 => self.as_slice::<f32>()?.to_vec(),
+            Dtype::BF16 => self
+                .as_slice::<half::bf16>()?
+                .iter()
+                .map(|v| v.to_f32())
+                .collect(),
+            Dtype::F16 => self
+                .as_slice::<half::f16>()?
+                .iter()
+                .map(|v| v.to_f32())
+                .collect(),
+            _ => return Err(self.wrong_dtype(&[Dtype::BF16, Dtype::F16, Dtype::F32])),
+        })
+    }
+
+    fn wrong_dtype(&self, allowed: &[Dtype]) -> TensorError {
+        let expected = allowed
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(" or ");
+        TensorError::WrongDtype {
+            path: self.path.as_ref().clone(),
+            tensor: self.name.to_string(),
+            expected,
+            actual: self.dtype,
+        }
+    }
+}

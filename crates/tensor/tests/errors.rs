@@ -1,0 +1,618 @@
+//! Every `TensorError` path: the variant, and a message that names the file and the tensor.
+
+use crate::util::{assert_err, f32_bytes, raw, serialize, small_image, TempDir};
+use nano_infer_tensor::{Dtype, SafetensorsFile, TensorError, WeightStore};
+
+/// The path in-memory images claim; every message must name it.
+const FILE: &str = "/virtual/broken.safetensors";
+
+fn parse(bytes: Vec<u8>) -> Result<SafetensorsFile, TensorError> {
+    SafetensorsFile::from_bytes(FILE, bytes)
+}
+
+/// A one-tensor header with the given entry JSON for tensor `w`.
+fn one(entry: &str, data: &[u8]) -> Vec<u8> {
+    raw(&format!(r#"{{"w":{entry}}}"#), data)
+}
+
+mod directories {
+    use super::*;
+
+    #[test]
+    fn missing_directory_is_io() {
+        let tmp = TempDir::new("missing");
+        let dir = tmp.path().join("no-such-model");
+        let err = assert_err!(
+            WeightStore::open_dir(&dir),
+            TensorError::Io { .. },
+            ["no-such-model"]
+        );
+        let TensorError::Io { source, .. } = err else {
+            unreachable!()
+        };
+        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_file_instead_of_a_directory_is_io() {
+        let tmp = TempDir::new("notdir");
+        let file = tmp.write("config.json", "{}");
+        assert_err!(
+            WeightStore::open_dir(&file),
+            TensorError::Io { .. },
+            ["config.json", "not a model directory"]
+        );
+    }
+
+    #[test]
+    fn directory_without_weights() {
+        let tmp = TempDir::new("noweights");
+        tmp.write("config.json", "{}");
+        tmp.write("model.bin", [0u8; 16]);
+        let name = tmp.path().file_name().unwrap().to_str().unwrap().to_owned();
+        assert_err!(
+            WeightStore::open_dir(tmp.path()),
+            TensorError::NoWeights { .. },
+            [&name, "model.safetensors"]
+        );
+    }
+
+    #[test]
+    fn corrupt_single_file_in_a_directory_names_the_file() {
+        let tmp = TempDir::new("corruptdir");
+        tmp.write("model.safetensors", [1u8, 2, 3]);
+        assert_err!(
+            WeightStore::open_dir(tmp.path()),
+            TensorError::TooShort { file_len: 3, .. },
+            ["model.safetensors"]
+        );
+    }
+}
+
+mod header {
+    use super::*;
+
+    #[test]
+    fn shorter_than_the_length_prefix() {
+        for len in 0..8 {
+            assert_err!(
+                parse(vec![0; len]),
+                TensorError::TooShort { .. },
+                [FILE, &format!("{len} bytes")]
+            );
+        }
+        // The same through a real (empty, then tiny) file: an empty file must not fail in mmap.
+        let tmp = TempDir::new("short");
+        for (name, bytes) in [
+            ("empty.safetensors", &[][..]),
+            ("five.safetensors", &[1, 2, 3, 4, 5][..]),
+        ] {
+            let path = tmp.write(name, bytes);
+            assert_err!(
+                SafetensorsFile::open(&path),
+                TensorError::TooShort { .. },
+                [name]
+            );
+        }
+    }
+
+    #[test]
+    fn missing_file_is_io() {
+        let tmp = TempDir::new("nofile");
+        let path = tmp.path().join("absent.safetensors");
+        assert_err!(
+            SafetensorsFile::open(&path),
+            TensorError::Io { .. },
+            ["absent.safetensors"]
+        );
+    }
+
+    #[test]
+    fn header_length_beyond_the_file() {
+        let mut image = small_image();
+        let claimed = (image.len() - 8 + 1) as u64;
+        image[..8].copy_from_slice(&claimed.to_le_bytes());
+        assert_err!(
+            parse(image.clone()),
+            TensorError::HeaderBeyondFile { .. },
+            [FILE, &claimed.to_string()]
+        );
+        image[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_err!(
+            parse(image),
+            TensorError::HeaderBeyondFile {
+                header_len: u64::MAX,
+                ..
+            },
+            [FILE]
+        );
+        assert_err!(
+            parse(vec![1, 0, 0, 0, 0, 0, 0, 0]),
+            TensorError::HeaderBeyondFile { available: 0, .. },
+            [FILE]
+        );
+    }
+
+    #[test]
+    fn header_not_a_json_object() {
+        for header in [
+            "",
+            "not json",
+            "{\"w\":",
+            "[]",
+            "42",
+            "\"a string\"",
+            "null",
+            "{} trailing",
+        ] {
+            assert_err!(
+                parse(raw(header, &[])),
+                TensorError::BadHeader { .. },
+                [FILE, "not a JSON object"]
+            );
+        }
+        let mut image = raw("{\"\u{e9}\":1}", &[]);
+        image[10] = 0xFF; // invalid UTF-8 inside the key
+        assert_err!(parse(image), TensorError::BadHeader { .. }, [FILE]);
+    }
+
+    #[test]
+    fn missing_fields() {
+        let cases = [
+            (r#"{"shape":[1],"data_offsets":[0,4]}"#, "dtype"),
+            (r#"{"dtype":"F32","data_offsets":[0,4]}"#, "shape"),
+            (r#"{"dtype":"F32","shape":[1]}"#, "data_offsets"),
+            (r#"7"#, "dtype"),
+        ];
+        for (entry, field) in cases {
+            assert_err!(
+                parse(one(entry, &[0; 4])),
+                TensorError::BadHeader { .. },
+                [FILE, "`w`", field]
+            );
+        }
+    }
+
+    #[test]
+    fn fields_of_the_wrong_type() {
+        let cases = [
+            (r#"{"dtype":5,"shape":[1],"data_offsets":[0,4]}"#, "dtype"),
+            (
+                r#"{"dtype":"F32","shape":"1","data_offsets":[0,4]}"#,
+                "shape",
+            ),
+            (
+                r#"{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}"#,
+                "shape",
+            ),
+            (
+                r#"{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}"#,
+                "shape",
+            ),
+            (
+                r#"{"dtype":"F32","shape":[1],"data_offsets":[0]}"#,
+                "data_offsets",
+            ),
+            (
+                r#"{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}"#,
+                "data_offsets",
+            ),
+            (
+                r#"{"dtype":"F32","shape":[1],"data_offsets":[-1,4]}"#,
+                "data_offsets",
+            ),
+            (
+                r#"{"dtype":"F32","shape":[1],"data_offsets":{"begin":0}}"#,
+                "data_offsets",
+            ),
+        ];
+        for (entry, field) in cases {
+            assert_err!(
+                parse(one(entry, &[0; 8])),
+                TensorError::BadHeader { .. },
+                [FILE, "`w`", field]
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_dtypes() {
+        for dtype in ["F64", "I64", "BOOL", "bf16", ""] {
+            let entry = format!(r#"{{"dtype":"{dtype}","shape":[1],"data_offsets":[0,8]}}"#);
+            let err = assert_err!(
+                parse(one(&entry, &[0; 8])),
+                TensorError::UnknownDtype { .. },
+                [FILE, "`w`"]
+            );
+            let TensorError::UnknownDtype { dtype: found, .. } = &err else {
+                unreachable!()
+            };
+            assert_eq!(found, dtype);
+            assert_mentions_dtype(&err, dtype);
+        }
+    }
+
+    fn assert_mentions_dtype(err: &TensorError, dtype: &str) {
+        assert!(
+            err.to_string().contains(&format!("dtype {dtype},")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn metadata_is_not_a_tensor() {
+        let image = raw(
+            r#"{"__metadata__":{"format":"pt"},"w":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}}"#,
+            &[7, 9],
+        );
+        let file = parse(image).unwrap();
+        assert_eq!(file.names().collect::<Vec<_>>(), ["w"]);
+        assert_eq!(file.get("w").unwrap().bytes(), [7, 9]);
+    }
+}
+
+mod spans {
+    use super::*;
+
+    #[test]
+    fn offsets_beyond_the_data_section() {
+        let entry = r#"{"dtype":"F32","shape":[2],"data_offsets":[0,8]}"#;
+        let err = assert_err!(
+            parse(one(entry, &[0; 7])),
+            TensorError::OutOfBounds { .. },
+            [FILE, "`w`", "0..8", "7"]
+        );
+        assert!(matches!(
+            err,
+            TensorError::OutOfBounds {
+                begin: 0,
+                end: 8,
+                data_len: 7,
+                ..
+            }
+        ));
+
+        // A file truncated inside its last tensor, as serialised by the reference writer.
+        let data = f32_bytes(&[1.0; 16]);
+        let mut image = serialize(&[("model.norm.weight", Dtype::F32, &[16], &data)]);
+        image.truncate(image.len() - 3);
+        assert_err!(
+            parse(image),
+            TensorError::OutOfBounds { .. },
+            [FILE, "model.norm.weight", "truncated"]
+        );
+    }
+
+    #[test]
+    fn begin_after_end() {
+        let entry = r#"{"dtype":"U8","shape":[0],"data_offsets":[6,2]}"#;
+        assert_err!(
+            parse(one(entry, &[0; 8])),
+            TensorError::BadHeader { .. },
+            [FILE, "`w`", "[6, 2]"]
+        );
+    }
+
+    #[test]
+    fn shape_size_differs_from_span() {
+        let entry = r#"{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}"#;
+        let err = assert_err!(
+            parse(one(entry, &[0; 24])),
+            TensorError::SizeMismatch { .. },
+            [FILE, "`w`", "[2, 3]", "F32"]
+        );
+        assert!(matches!(
+            err,
+            TensorError::SizeMismatch {
+                expected: 24,
+                actual: 20,
+                ..
+            }
+        ));
+        // A non-empty span for an empty shape, and an empty span for a non-empty shape.
+        let entry = r#"{"dtype":"BF16","shape":[0,3],"data_offsets":[0,2]}"#;
+        assert_err!(
+            parse(one(entry, &[0; 2])),
+            TensorError::SizeMismatch { expected: 0, .. },
+            ["`w`"]
+        );
+        let entry = r#"{"dtype":"BF16","shape":[],"data_offsets":[0,0]}"#;
+        assert_err!(
+            parse(one(entry, &[])),
+            TensorError::SizeMismatch { expected: 2, .. },
+            ["`w`"]
+        );
+    }
+
+    #[test]
+    fn huge_shapes_overflow_into_a_mismatch_not_a_panic() {
+        let huge = [
+            format!("[{},{}]", 1u64 << 32, 1u64 << 32),
+            format!("[{},2]", u64::MAX),
+            format!("[{}]", u64::MAX / 2 + 1),
+            format!("[{m},{m},{m}]", m = u64::MAX),
+        ];
+        for shape in &huge {
+            let entry = format!(r#"{{"dtype":"BF16","shape":{shape},"data_offsets":[0,4]}}"#);
+            assert_err!(
+                parse(one(&entry, &[0; 4])),
+                TensorError::SizeMismatch {
+                    expected: u64::MAX,
+                    actual: 4,
+                    ..
+                },
+                [FILE, "`w`"]
+            );
+        }
+        // Huge dims next to a zero are an empty tensor, and numel() must not overflow.
+        let entry = format!(
+            r#"{{"dtype":"F32","shape":[0,{m},{m}],"data_offsets":[0,0]}}"#,
+            m = u64::MAX
+        );
+        let file = parse(one(&entry, &[])).unwrap();
+        let t = file.get("w").unwrap();
+        assert_eq!((t.numel(), t.bytes().len()), (0, 0));
+        assert!(t.as_slice::<f32>().unwrap().is_empty());
+    }
+
+    #[test]
+    fn overlapping_tensors() {
+        let header = r#"{"first":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"second":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}}"#;
+        assert_err!(
+            parse(raw(header, &[0; 8])),
+            TensorError::Overlap { .. },
+            [FILE, "`first`", "`second`"]
+        );
+        // One span inside another, with a disjoint one in between in sort order.
+        let header = r#"{"outer":{"dtype":"U8","shape":[16],"data_offsets":[0,16]},"inner":{"dtype":"U8","shape":[2],"data_offsets":[10,12]},"z":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}}"#;
+        assert_err!(
+            parse(raw(header, &[0; 16])),
+            TensorError::Overlap { .. },
+            [FILE, "`outer`"]
+        );
+        // The same span twice.
+        let header = r#"{"p":{"dtype":"I32","shape":[1],"data_offsets":[4,8]},"q":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
+        assert_err!(
+            parse(raw(header, &[0; 8])),
+            TensorError::Overlap { .. },
+            ["`p`", "`q`"]
+        );
+    }
+
+    #[test]
+    fn touching_and_empty_spans_do_not_overlap() {
+        let header = r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[4,8]},"e":{"dtype":"F32","shape":[0],"data_offsets":[2,2]}}"#;
+        let file = parse(raw(header, &[1, 2, 3, 4, 5, 6, 7, 8])).unwrap();
+        assert_eq!(file.get("a").unwrap().bytes(), [1, 2, 3, 4]);
+        assert_eq!(file.get("b").unwrap().bytes(), [5, 6, 7, 8]);
+        assert!(file.get("e").unwrap().bytes().is_empty());
+    }
+}
+
+mod lookups {
+    use super::*;
+
+    #[test]
+    fn missing_tensor() {
+        let file = parse(small_image()).unwrap();
+        assert_err!(
+            file.get("model.norm.weight"),
+            TensorError::MissingTensor { .. },
+            [FILE, "model.norm.weight"]
+        );
+        let store = WeightStore::from_files("/virtual/model", vec![file]).unwrap();
+        assert_err!(
+            store.get("lm_head.weight"),
+            TensorError::MissingTensor { .. },
+            ["/virtual/model", "lm_head.weight"]
+        );
+        assert!(store.get_opt("lm_head.weight").unwrap().is_none());
+    }
+
+    #[test]
+    fn expect_shape_and_dtype() {
+        let file = parse(small_image()).unwrap();
+        let a = file.get("a").unwrap();
+        a.expect_shape(&[2, 3]).unwrap();
+        a.expect_dtype(&[Dtype::F32]).unwrap();
+        let err = assert_err!(
+            a.expect_shape(&[3, 2]),
+            TensorError::WrongShape { .. },
+            [FILE, "`a`", "[3, 2]", "[2, 3]"]
+        );
+        assert!(
+            matches!(err, TensorError::WrongShape { ref expected, ref actual, .. } if expected == &[3, 2] && actual == &[2, 3])
+        );
+        assert_err!(
+            a.expect_shape(&[6]),
+            TensorError::WrongShape { .. },
+            ["`a`"]
+        );
+        assert_err!(
+            a.expect_dtype(&[Dtype::BF16, Dtype::F16]),
+            TensorError::WrongDtype {
+                actual: Dtype::F32,
+                ..
+            },
+            [FILE, "`a`", "BF16 or F16", "found F32"]
+        );
+        assert_err!(
+            a.as_slice::<i32>(),
+            TensorError::WrongDtype { .. },
+            [FILE, "`a`", "I32"]
+        );
+        let d = file.get("d").unwrap();
+        assert_err!(
+            d.to_f32_vec(),
+            TensorError::WrongDtype {
+                actual: Dtype::I32,
+                ..
+            },
+            ["`d`", "BF16 or F16 or F32"]
+        );
+        assert_err!(
+            d.as_slice::<u8>(),
+            TensorError::WrongDtype { .. },
+            ["`d`", "U8 or F8_E4M3 or F8_E5M2"]
+        );
+    }
+}
+
+mod index {
+    use super::*;
+
+    const SHARD: &str = "model-00001-of-00001.safetensors";
+    const INDEX: &str = "model.safetensors.index.json";
+
+    /// A directory with one valid shard (tensors `a`..`f`, `empty`) and the given index text.
+    fn dir_with_index(tag: &str, index: &str) -> TempDir {
+        let tmp = TempDir::new(tag);
+        tmp.write(SHARD, small_image());
+        tmp.write(INDEX, index);
+        tmp
+    }
+
+    fn weight_map(entries: &[(&str, &str)]) -> String {
+        let map: serde_json::Map<String, serde_json::Value> = entries
+            .iter()
+            .map(|(t, s)| (t.to_string(), s.to_string().into()))
+            .collect();
+        serde_json::json!({ "metadata": { "total_size": 0 }, "weight_map": map }).to_string()
+    }
+
+    #[test]
+    fn index_not_json() {
+        let tmp = dir_with_index("idx-notjson", "{\"weight_map\": ");
+        assert_err!(
+            WeightStore::open_dir(tmp.path()),
+            TensorError::BadIndex { .. },
+            [INDEX]
+        );
+        let tmp = dir_with_index("idx-binary", "\u{0}\u{1}");
+        assert_err!(
+            WeightStore::open_dir(tmp.path()),
+            TensorError::BadIndex { .. },
+            [INDEX]
+        );
+    }
+
+    #[test]
+    fn index_not_utf8_is_io() {
+        let tmp = TempDir::new("idx-utf8");
+        tmp.write(INDEX, [0xFF, 0xFE, b'{']);
+        assert_err!(
+            WeightStore::open_dir(tmp.path()),
+            TensorError::Io { .. },
+            [INDEX]
+        );
+    }
+
+    #[test]
+    fn index_without_weight_map() {
+        for text in [
+            r#"{"metadata":{}}"#,
+            r#"{"weight_map":["a"]}"#,
+            "[]",
+            "null",
+        ] {
+            let tmp = dir_with_index("idx-nomap", text);
+            assert_err!(
+                WeightStore::open_dir(tmp.path()),
+                TensorError::BadIndex { .. },
+                [INDEX, "weight_map"]
+            );
+        }
+    }
+
+    #[test]
+    fn shard_name_not_a_string() {
+        let tmp = dir_with_index("idx-nonstring", r#"{"weight_map":{"a":7}}"#);
+        assert_err!(
+            WeightStore::open_dir(tmp.path()),
+            TensorError::BadIndex { .. },
+            [INDEX, "`a`"]
+        );
+    }
+
+    #[test]
+    fn missing_shard() {
+        let tmp = dir_with_index(
+            "idx-missing",
+            &weight_map(&[
+                ("a", SHARD),
+                ("lm_head.weight", "model-00002-of-00002.safetensors"),
+            ]),
+        );
+        let err = assert_err!(
+            WeightStore::open_dir(tmp.path()),
+            TensorError::MissingShard { .. },
+            [INDEX, "model-00002-of-00002.safetensors", "lm_head.weight"]
+        );
+        let TensorError::MissingShard { index, .. } = err else {
+            unreachable!()
+        };
+        assert_eq!(index, tmp.path().join(INDEX));
+    }
+
+    #[test]
+    fn index_names_a_tensor_its_shard_lacks() {
+        let tmp = dir_with_index(
+            "idx-lacks",
+            &weight_map(&[("a", SHARD), ("model.norm.weight", SHARD)]),
+        );
+        assert_err!(
+            WeightStore::open_dir(tmp.path()),
+            TensorError::IndexTensorMissing { .. },
+            [INDEX, "model.norm.weight", SHARD]
+        );
+    }
+
+    #[test]
+    fn shard_names_with_path_components() {
+        let outside = TempDir::new("idx-outside");
+        outside.write("x.safetensors", small_image());
+        let escape = format!(
+            "../{}/x.safetensors",
+            outside.path().file_name().unwrap().to_str().unwrap()
+        );
+        let absolute = outside
+            .path()
+            .join("x.safetensors")
+            .to_str()
+            .unwrap()
+            .to_owned();
+        // "" and "." would name the directory itself.
+        for shard in [
+            escape.as_str(),
+            absolute.as_str(),
+            "sub/x.safetensors",
+            "sub\\x.safetensors",
+            "..",
+            ".",
+            "",
+        ] {
+            let tmp = dir_with_index("idx-sep", &weight_map(&[("a", shard)]));
+            std::fs::create_dir(tmp.path().join("sub")).unwrap();
+            std::fs::write(tmp.path().join("sub").join("x.safetensors"), small_image()).unwrap();
+            assert_err!(
+                WeightStore::open_dir(tmp.path()),
+                TensorError::BadIndex { .. },
+                [INDEX, shard, "`a`"]
+            );
+        }
+    }
+
+    #[test]
+    fn corrupt_shard_names_the_shard() {
+        let tmp = dir_with_index(
+            "idx-corrupt",
+            &weight_map(&[("a", SHARD), ("z", "bad.safetensors")]),
+        );
+        tmp.write("bad.safetensors", raw("{", &[]));
+        assert_err!(
+            WeightStore::open_dir(tmp.path()),
+            TensorError::BadHeader { .. },
+            ["bad.safetensors"]
+        );
+    }
+}

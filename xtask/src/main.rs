@@ -1,0 +1,46 @@
+//! `cargo xtask`: project automation that is not part of the shipped crates.
+//!
+//! The binary is a thin clap dispatcher: each subcommand lives in its own module and
+//! owns its argument struct, so adding `bench`, `cross` or `tidy` means one enum
+//! variant here and one module. xtask deliberately depends on no workspace crate:
+//! what it writes (synthetic checkpoints) must be an independent oracle for the
+//! loaders it exercises, not a mirror of their assumptions.
+
+mod synth;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "nano-infer project automation",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a random-weight Qwen3 checkpoint in the exact Hugging Face on-disk layout.
+    SynthModel(synth::SynthArgs),
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::SynthModel(args) => synth::run(&args),
+    };
+    // Print the cause chain on one line, without the backtrace anyhow's `Termination`
+    // adds when RUST_BACKTRACE is set: these are user errors (paths, arguments).
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
