@@ -77,7 +77,7 @@ pub enum KvRows<'a> {
     F16(&'a [f16]),
 }
 
-impl KvRows<'_> {
+impl<'a> KvRows<'a> {
     /// Number of elements (`n_rows * head_dim`).
     pub fn len(&self) -> usize {
         match self {
@@ -104,6 +104,20 @@ impl KvRows<'_> {
     /// Number of rows of `head_dim` elements (0 when `head_dim` is 0).
     pub fn n_rows(&self, head_dim: usize) -> usize {
         self.len().checked_div(head_dim).unwrap_or(0)
+    }
+
+    /// The first `n_rows` rows of `head_dim` elements: a borrow, for a causal mask that stops
+    /// short of the rows stored.
+    ///
+    /// # Panics
+    /// If `n_rows * head_dim > self.len()`, like a slice index out of bounds.
+    pub fn first_rows(self, n_rows: usize, head_dim: usize) -> KvRows<'a> {
+        let n = n_rows * head_dim;
+        match self {
+            KvRows::F32(s) => KvRows::F32(&s[..n]),
+            KvRows::Bf16(s) => KvRows::Bf16(&s[..n]),
+            KvRows::F16(s) => KvRows::F16(&s[..n]),
+        }
     }
 
     /// Widens row `pos` into `out`.

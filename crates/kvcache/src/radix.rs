@@ -24,6 +24,13 @@
 //! leaves)), pops, and pushes a parent when it becomes an unlocked leaf, until at least `n`
 //! tokens are freed or nothing unlocked remains.
 //!
+//! Pages: [`RadixTree::with_page_size`] makes the tree page-granular, as SGLang's tree is when
+//! its KV pool is paged: only whole pages are stored, matched and split, children are keyed by
+//! their first page, and every edge is a whole number of pages. A page is then never divided
+//! between two nodes, so an engine whose handles name KV blocks of `page_size` tokens gets back
+//! only whole blocks, each inserted by one sequence, and eviction frees whole blocks. Page size 1
+//! (the default) is the token-granular tree.
+//!
 //! Accounting: `total_tokens = evictable_tokens + protected_tokens`, kept incrementally;
 //! multiply by bytes per token for memory.
 
@@ -60,8 +67,8 @@ struct Node<H> {
     key: Vec<u32>,
     /// One handle per token of `key`.
     value: Vec<H>,
-    /// First token of the child's key -> child index.
-    children: HashMap<u32, u32>,
+    /// First page of the child's key -> child index.
+    children: HashMap<Vec<u32>, u32>,
     /// Locks on this node and all its descendants.
     lock_ref: u32,
     last_access: u64,
@@ -88,6 +95,8 @@ impl<H> Node<H> {
 #[derive(Clone, Debug)]
 pub struct RadixTree<H = u32> {
     nodes: Vec<Node<H>>,
+    /// Tokens per page: every edge is a multiple of it.
+    page_size: usize,
     free_nodes: Vec<u32>,
     tick: u64,
     total_tokens: usize,
@@ -102,16 +111,28 @@ impl<H: Copy> Default for RadixTree<H> {
 }
 
 impl<H: Copy> RadixTree<H> {
-    /// An empty tree (just the root).
+    /// An empty token-granular tree (just the root).
     pub fn new() -> Self {
+        Self::with_page_size(1)
+    }
+
+    /// An empty tree that stores and matches whole pages of `page_size` tokens only (0 is
+    /// taken as 1).
+    pub fn with_page_size(page_size: usize) -> Self {
         Self {
             nodes: vec![Node::new(ROOT, Vec::new(), Vec::new(), 0, 0)],
+            page_size: page_size.max(1),
             free_nodes: Vec::new(),
             tick: 0,
             total_tokens: 0,
             evictable_tokens: 0,
             protected_tokens: 0,
         }
+    }
+
+    /// Tokens per page (1 for a token-granular tree).
+    pub fn page_size(&self) -> usize {
+        self.page_size
     }
 
     /// The root's id (the node a zero-length match returns).
@@ -152,21 +173,23 @@ impl<H: Copy> RadixTree<H> {
             .flat_map(|n| n.value.iter().copied())
     }
 
-    /// Finds the longest stored prefix of `tokens`, marks its path recently used, and splits
-    /// the last edge if the match ends inside it (so the returned node covers the match
-    /// exactly). O(tokens.len()).
+    /// Finds the longest stored prefix of `tokens` (in whole pages), marks its path recently
+    /// used, and splits the last edge if the match ends inside it (so the returned node covers
+    /// the match exactly). O(tokens.len()).
     pub fn match_prefix(&mut self, tokens: &[u32]) -> RadixMatch<H> {
         self.tick += 1;
         let tick = self.tick;
+        let p = self.page_size;
         let mut node = ROOT;
         let mut pos = 0;
         let mut handles = Vec::new();
         self.nodes[ROOT as usize].last_access = tick;
         while let Some(&c) = tokens
-            .get(pos)
-            .and_then(|t| self.nodes[node as usize].children.get(t))
+            .get(pos..pos + p)
+            .and_then(|page| self.nodes[node as usize].children.get(page))
         {
-            let common = lcp(&self.nodes[c as usize].key, &tokens[pos..]);
+            // At least the first page matches: it is the child's key.
+            let common = self.common_pages(&self.nodes[c as usize].key, &tokens[pos..]);
             self.nodes[c as usize].last_access = tick;
             let c = if common < self.nodes[c as usize].key.len() {
                 self.split(c, common)
@@ -187,6 +210,9 @@ impl<H: Copy> RadixTree<H> {
     /// Stores `tokens` with one handle each. Returns how many leading tokens were already
     /// stored: the tree keeps its own handles for those, so `handles[..returned]` are
     /// duplicates the caller should free (unless they are the same handles).
+    ///
+    /// A paged tree stores only the whole pages: tokens past `tokens.len()` rounded down to a
+    /// multiple of the page size are ignored (the return value never exceeds that length).
     pub fn insert(&mut self, tokens: &[u32], handles: &[H]) -> Result<usize, KvError> {
         if tokens.len() != handles.len() {
             return Err(KvError::ShapeMismatch {
@@ -195,21 +221,30 @@ impl<H: Copy> RadixTree<H> {
                 got: handles.len(),
             });
         }
+        let p = self.page_size;
+        let tokens = &tokens[..tokens.len() / p * p];
         self.tick += 1;
         let tick = self.tick;
         let mut node = ROOT;
         let mut pos = 0;
         self.nodes[ROOT as usize].last_access = tick;
         while pos < tokens.len() {
-            let Some(&c) = self.nodes[node as usize].children.get(&tokens[pos]) else {
-                let leaf = self.alloc_node(node, tokens[pos..].to_vec(), handles[pos..].to_vec());
-                self.nodes[node as usize].children.insert(tokens[pos], leaf);
+            let page = &tokens[pos..pos + p];
+            let Some(&c) = self.nodes[node as usize].children.get(page) else {
+                let leaf = self.alloc_node(
+                    node,
+                    tokens[pos..].to_vec(),
+                    handles[pos..tokens.len()].to_vec(),
+                );
+                self.nodes[node as usize]
+                    .children
+                    .insert(page.to_vec(), leaf);
                 let n = tokens.len() - pos;
                 self.total_tokens += n;
                 self.evictable_tokens += n;
                 return Ok(pos);
             };
-            let common = lcp(&self.nodes[c as usize].key, &tokens[pos..]);
+            let common = self.common_pages(&self.nodes[c as usize].key, &tokens[pos..]);
             self.nodes[c as usize].last_access = tick;
             node = if common < self.nodes[c as usize].key.len() {
                 self.split(c, common)
@@ -278,10 +313,13 @@ impl<H: Copy> RadixTree<H> {
                 break;
             };
             let parent = self.nodes[i as usize].parent;
-            let first = self.nodes[i as usize].key[0];
-            let n = self.nodes[i as usize].key.len();
+            let key = std::mem::take(&mut self.nodes[i as usize].key);
+            let n = key.len();
+            let removed = self.nodes[parent as usize]
+                .children
+                .remove(&key[..self.page_size]);
+            debug_assert_eq!(removed, Some(i), "child link of an evicted leaf");
             out.extend_from_slice(&self.nodes[i as usize].value);
-            self.nodes[parent as usize].children.remove(&first);
             self.free_node(i);
             self.total_tokens -= n;
             self.evictable_tokens -= n;
@@ -304,10 +342,13 @@ impl<H: Copy> RadixTree<H> {
             if i as u32 != ROOT && n.key.is_empty() {
                 return Err(format!("node {i}: empty edge"));
             }
+            if !n.key.len().is_multiple_of(self.page_size) {
+                return Err(format!("node {i}: edge is not a whole number of pages"));
+            }
             let mut child_locks = 0u64;
-            for (&t, &c) in &n.children {
+            for (page, &c) in &n.children {
                 let cn = &self.nodes[c as usize];
-                if !cn.live || cn.parent != i as u32 || cn.key.first() != Some(&t) {
+                if !cn.live || cn.parent != i as u32 || !cn.key.starts_with(page) {
                     return Err(format!("node {i}: bad child link {c}"));
                 }
                 child_locks += u64::from(cn.lock_ref);
@@ -346,16 +387,23 @@ impl<H: Copy> RadixTree<H> {
         i != ROOT && n.live && n.children.is_empty() && n.lock_ref == 0
     }
 
-    /// Splits child `c`'s edge after `k` tokens (0 < k < len): a new node takes the first `k`
-    /// tokens and becomes `c`'s parent; `c` keeps its id. Returns the new node.
+    /// Length of the common prefix of `a` and `b` in whole pages.
+    fn common_pages(&self, a: &[u32], b: &[u32]) -> usize {
+        lcp(a, b) / self.page_size * self.page_size
+    }
+
+    /// Splits child `c`'s edge after `k` tokens (0 < k < len, a whole number of pages): a new
+    /// node takes the first `k` tokens and becomes `c`'s parent; `c` keeps its id. Returns the
+    /// new node.
     fn split(&mut self, c: u32, k: usize) -> u32 {
+        let p = self.page_size;
         let cn = &mut self.nodes[c as usize];
         let parent = cn.parent;
         let (lock_ref, last_access) = (cn.lock_ref, cn.last_access);
         let head_key: Vec<u32> = cn.key.drain(..k).collect();
         let head_value: Vec<H> = cn.value.drain(..k).collect();
-        let c_first = cn.key[0];
-        let first = head_key[0];
+        let c_first = cn.key[..p].to_vec();
+        let first = head_key[..p].to_vec();
         let mid = self.alloc_node(parent, head_key, head_value);
         let m = &mut self.nodes[mid as usize];
         m.lock_ref = lock_ref;
@@ -431,6 +479,31 @@ mod tests {
         ev.sort();
         assert_eq!(ev, vec![10, 20, 30, 40]);
         assert!(matches!(t.lock(m.node), Err(KvError::StaleNode { .. })));
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn pages_are_never_divided() {
+        // Pages of 2: handle = page number, as an engine with 2-token KV blocks would store.
+        let mut t = RadixTree::<u32>::with_page_size(2);
+        // The trailing odd token is not stored.
+        assert_eq!(t.insert(&[1, 2, 3, 4, 5], &[0, 0, 1, 1, 9]).unwrap(), 0);
+        assert_eq!(t.total_tokens(), 4);
+        // Diverging inside the second page matches only the first.
+        let m = t.match_prefix(&[1, 2, 3, 9]);
+        assert_eq!((m.len, m.handles), (2, vec![0, 0]));
+        // Same first token, different first page: a sibling, not a split.
+        assert_eq!(t.insert(&[1, 7, 8, 8], &[5, 5, 6, 6]).unwrap(), 0);
+        assert_eq!(t.match_prefix(&[1, 7, 8, 8, 1]).handles, vec![5, 5, 6, 6]);
+        assert_eq!(t.match_prefix(&[1, 2, 3, 4]).len, 4);
+        // Diverging in the second page of [1 2 | 3 4]: shares the split node of page [1 2].
+        assert_eq!(t.insert(&[1, 2, 3, 5], &[7, 7, 8, 8]).unwrap(), 2);
+        assert_eq!(t.match_prefix(&[1, 2, 3, 5]).handles, vec![0, 0, 8, 8]);
+        t.check_invariants().unwrap();
+        let mut all = t.evict(100);
+        all.sort();
+        assert_eq!(all, vec![0, 0, 1, 1, 5, 5, 6, 6, 8, 8]);
+        assert_eq!(t.total_tokens(), 0);
         t.check_invariants().unwrap();
     }
 }

@@ -181,6 +181,11 @@ impl Fp8Weight {
         self.codes.bytes().len() + 4 * self.scales.len()
     }
 
+    /// The tensor holding the `(rows, k)` codes, in place in the memory map.
+    pub fn codes_tensor(&self) -> &Tensor {
+        &self.codes
+    }
+
     /// Row `r` of W in f32, exactly `decode(code) · scale` (tests and debugging).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let blocks = self.k.div_ceil(self.block_k);

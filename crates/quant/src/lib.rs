@@ -11,6 +11,7 @@
 //! | AWQ ([`awq`]) | `awq`, `version: gemm`, `bits: 4` | `qweight`, `qzeros`, `scales` | repacked nibbles + f32 scale, zero·scale | 4 + 64/G (4.5 at G=128) |
 //! | FP8 block ([`fp8`]) | `fp8`, `weight_block_size` | F8 `.weight` + `weight_scale_inv` | mapped codes + f32 scale per (row, block) | 8 + 32/128 |
 //! | FP8 channel / tensor | `compressed-tensors` `float-quantized` | F8 `.weight` + `weight_scale` | mapped codes + one f32 per row | 8 + 32/in |
+//! | int8 copy ([`Q8Weight`]) | none: built by [`Linear::to_q8`] | — | int8 tiles + f32 per row | 8 + 32/in |
 //!
 //! [`QuantScheme::from_config`] reads the config once per model; [`Linear::load`] then checks the
 //! tensors each layer actually stores against it.
@@ -23,14 +24,16 @@ mod error;
 pub mod fp8;
 mod linear;
 mod pattern;
+mod q8;
 mod scheme;
 
-pub use awq::{awq_pack, awq_unpack, AwqWeight};
+pub use awq::{awq_pack, awq_unpack, AwqActivations, AwqWeight};
 pub use dense::DenseWeight;
 pub use error::QuantError;
 pub use fp8::Fp8Weight;
-pub use linear::Linear;
+pub use linear::{Linear, LinearOptions};
 pub use pattern::ModulePattern;
+pub use q8::Q8Weight;
 pub use scheme::{
     AwqConfig, CompressedFp8Config, CompressedGroup, Fp8BlockConfig, Fp8Strategy, QuantScheme,
 };

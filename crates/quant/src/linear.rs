@@ -1,10 +1,26 @@
 //! One linear layer in any supported format, and the threaded matmul over it.
 
 use crate::scheme::LayerFormat;
-use crate::{AwqWeight, DenseWeight, Fp8Weight, QuantError, QuantScheme, Result};
-use nano_infer_simd::Kernels;
+use crate::{
+    AwqActivations, AwqWeight, DenseWeight, Fp8Weight, Q8Weight, QuantError, QuantScheme, Result,
+};
+use nano_infer_simd::{Kernels, Q8Acts};
 use nano_infer_tensor::{Dtype, Tensor, WeightStore};
 use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Load-time choices that change how a layer is stored and multiplied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LinearOptions {
+    /// Activations of AWQ layers: f32 (exact up to summation order, the default here) or int8.
+    pub awq_activations: AwqActivations,
+}
+
+thread_local! {
+    /// The int8 activations of the matmul this thread is running: sized by the first call and
+    /// reused, so decode allocates nothing.
+    static Q8_SCRATCH: RefCell<Q8Acts> = RefCell::new(Q8Acts::new());
+}
 
 /// Output rows handed to one rayon task: large enough to amortise the task, small enough that
 /// two to sixteen threads get even shares of a 2560-row projection.
@@ -19,6 +35,9 @@ pub enum Linear {
     Awq(AwqWeight),
     /// FP8 codes in place, scales expanded per (row, k-block) (8 + 32/block_k bits per weight).
     Fp8(Fp8Weight),
+    /// An int8 copy with per-row scales, times int8 activations (8 + 32/k bits per weight);
+    /// built from another layer by [`Linear::to_q8`] (`--lm-head q8`).
+    Q8(Q8Weight),
 }
 
 impl Linear {
@@ -28,6 +47,7 @@ impl Linear {
             Linear::Dense(w) => w.rows(),
             Linear::Awq(w) => w.rows(),
             Linear::Fp8(w) => w.rows(),
+            Linear::Q8(w) => w.rows(),
         }
     }
 
@@ -37,6 +57,7 @@ impl Linear {
             Linear::Dense(w) => w.k(),
             Linear::Awq(w) => w.k(),
             Linear::Fp8(w) => w.k(),
+            Linear::Q8(w) => w.k(),
         }
     }
 
@@ -64,14 +85,38 @@ impl Linear {
             scratch.resize(rows * n_tok, 0.0);
             &mut scratch[..rows * n_tok]
         };
-        target
-            .par_chunks_mut(ROWS_PER_TASK * n_tok)
-            .enumerate()
-            .for_each(|(i, chunk)| {
-                let r0 = i * ROWS_PER_TASK;
-                let r1 = r0 + chunk.len() / n_tok;
-                self.gemm_rows(kernels, r0..r1, x, chunk);
-            });
+        let run = |xq: Option<&Q8Acts>, target: &mut [f32]| {
+            target
+                .par_chunks_mut(ROWS_PER_TASK * n_tok)
+                .enumerate()
+                .for_each(|(i, chunk)| {
+                    let r0 = i * ROWS_PER_TASK;
+                    let r1 = r0 + chunk.len() / n_tok;
+                    self.gemm_rows(kernels, r0..r1, x, xq, chunk);
+                });
+        };
+        match self.q8_block() {
+            None => run(None, target),
+            // Quantize x once per matmul, not per row task. A nested forward on this thread (a
+            // rayon task stolen while waiting) finds the scratch busy and uses its own buffer.
+            Some(block) => Q8_SCRATCH.with(|cell| {
+                let mut local;
+                let mut guard = cell.try_borrow_mut();
+                let xq: &mut Q8Acts = match guard.as_deref_mut() {
+                    Ok(xq) => xq,
+                    Err(_) => {
+                        local = Q8Acts::new();
+                        &mut local
+                    }
+                };
+                let group = match self {
+                    Linear::Awq(w) => w.group_size(),
+                    _ => block,
+                };
+                xq.quantize(x, k, block, group);
+                run(Some(xq), target);
+            }),
+        }
         if n_tok > 1 {
             for (r, row) in scratch[..rows * n_tok].chunks_exact(n_tok).enumerate() {
                 for (t, v) in row.iter().enumerate() {
@@ -86,13 +131,30 @@ impl Linear {
         kernels: Kernels,
         rows: std::ops::Range<usize>,
         x: &[f32],
+        xq: Option<&Q8Acts>,
         out: &mut [f32],
     ) {
         match self {
             Linear::Dense(w) => w.gemm_rows(kernels, rows, x, out),
-            Linear::Awq(w) => w.gemm_rows(kernels, rows, x, out),
+            Linear::Awq(w) => w.gemm_rows(kernels, rows, x, xq, out),
             Linear::Fp8(w) => w.gemm_rows(kernels, rows, x, out),
+            Linear::Q8(w) => w.gemm_rows(kernels, rows, xq.expect("quantized in forward"), out),
         }
+    }
+
+    /// The int8 activation block this layer's kernel needs, if it takes int8 activations.
+    fn q8_block(&self) -> Option<usize> {
+        match self {
+            Linear::Awq(w) => w.q8_block(),
+            Linear::Q8(w) => Some(w.q8_block()),
+            _ => None,
+        }
+    }
+
+    /// An int8 copy of this layer (symmetric, one scale per row) that multiplies int8
+    /// activations; `None` when `in_features` is not a multiple of 8. See [`Q8Weight`].
+    pub fn to_q8(&self) -> Option<Self> {
+        Q8Weight::quantize(self).map(Linear::Q8)
     }
 
     /// Bytes of weight data this layer reads per forward pass (and keeps resident): the mapped
@@ -103,7 +165,25 @@ impl Linear {
             Linear::Dense(w) => w.tensor().bytes().len(),
             Linear::Awq(w) => w.weight_bytes(),
             Linear::Fp8(w) => w.weight_bytes(),
+            Linear::Q8(w) => w.weight_bytes(),
         }
+    }
+
+    /// The tensors this layer reads in place from the memory map (dense weights, FP8 codes):
+    /// what a memory budget can page out and back in. Repacked formats (AWQ, Q8) live in
+    /// process memory and return nothing.
+    pub fn mapped_tensors(&self) -> Vec<nano_infer_tensor::Tensor> {
+        match self {
+            Linear::Dense(w) => vec![w.tensor().clone()],
+            Linear::Fp8(w) => vec![w.codes_tensor().clone()],
+            Linear::Awq(_) | Linear::Q8(_) => Vec::new(),
+        }
+    }
+
+    /// Bytes of this layer held in process memory rather than mapped from the file.
+    pub fn owned_bytes(&self) -> usize {
+        let mapped: usize = self.mapped_tensors().iter().map(|t| t.bytes().len()).sum();
+        self.weight_bytes() - mapped
     }
 
     /// The format's name, for logs and `--verbose` output.
@@ -114,7 +194,11 @@ impl Linear {
                 Dtype::F16 => "f16",
                 _ => "f32",
             },
-            Linear::Awq(_) => "awq-int4",
+            Linear::Awq(w) => match w.activations() {
+                AwqActivations::F32 => "awq-int4",
+                AwqActivations::Int8 => "awq-int4-q8act",
+            },
+            Linear::Q8(_) => "q8",
             Linear::Fp8(w) => match w.format() {
                 nano_infer_simd::Fp8Format::E4M3 => "fp8-e4m3",
                 nano_infer_simd::Fp8Format::E5M2 => "fp8-e5m2",
@@ -129,6 +213,7 @@ impl Linear {
             Linear::Dense(w) => w.row_to_f32(r, out),
             Linear::Awq(w) => w.dequantize_row(r, out),
             Linear::Fp8(w) => w.dequantize_row(r, out),
+            Linear::Q8(w) => w.dequantize_row(r, out),
         }
     }
 
@@ -155,6 +240,25 @@ impl Linear {
         scheme: &QuantScheme,
         out_features: usize,
         in_features: usize,
+    ) -> Result<Self> {
+        Self::load_with(
+            store,
+            prefix,
+            scheme,
+            out_features,
+            in_features,
+            LinearOptions::default(),
+        )
+    }
+
+    /// [`Linear::load`] with load-time options (int8 activations for AWQ).
+    pub fn load_with(
+        store: &WeightStore,
+        prefix: &str,
+        scheme: &QuantScheme,
+        out_features: usize,
+        in_features: usize,
+        options: LinearOptions,
     ) -> Result<Self> {
         if out_features == 0 || in_features == 0 {
             return Err(QuantError::invalid(
@@ -186,10 +290,15 @@ impl Linear {
                 tensor.expect_shape(&[out_features, in_features])?;
                 Self::dense(tensor)
             }
-            LayerFormat::Awq { group_size } => {
-                AwqWeight::load(store, prefix, group_size, out_features, in_features)
-                    .map(Linear::Awq)
-            }
+            LayerFormat::Awq { group_size } => AwqWeight::load(
+                store,
+                prefix,
+                group_size,
+                out_features,
+                in_features,
+                options.awq_activations,
+            )
+            .map(Linear::Awq),
             LayerFormat::Fp8 {
                 block,
                 expect,

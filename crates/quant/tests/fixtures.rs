@@ -148,3 +148,88 @@ fn every_layer0_linear() {
         );
     }
 }
+
+/// AWQ with int8 activations ([`AwqActivations::Int8`]): every layer-0 linear of both AWQ
+/// fixtures against the exact f32 product of its own dequantization, on every ISA. The error
+/// comes from the activations only: each element moves by at most half a step, `amax_b/254` of
+/// its 32-block, so `|Δy_r| ≤ Σ_j |w_rj|·amax_b(j)/254` (plus f32 rounding, far smaller).
+#[test]
+fn awq_int8_activations_error_bound() {
+    use nano_infer_quant::{AwqActivations, LinearOptions};
+    use nano_infer_simd::{Isa, Kernels};
+    let opts = LinearOptions {
+        awq_activations: AwqActivations::Int8,
+    };
+    for name in ["awq", "awq_f16"] {
+        let dir = fixture_dir(name);
+        let store = WeightStore::open_dir(&dir).unwrap();
+        let scheme = scheme_of(name);
+        for (layer, rows, k) in [
+            ("self_attn.q_proj", 0, 0),
+            ("mlp.gate_proj", 0, 0),
+            ("mlp.down_proj", 0, 0),
+        ] {
+            let prefix = format!("model.layers.0.{layer}");
+            let exact = Linear::load(&store, &prefix, &scheme, 0, 0)
+                .or_else(|_| {
+                    let cfg = read_json(dir.join("config.json"));
+                    let dim = |key: &str| cfg[key].as_u64().unwrap() as usize;
+                    let (h, i, q) = (
+                        dim("hidden_size"),
+                        dim("intermediate_size"),
+                        dim("num_attention_heads") * dim("head_dim"),
+                    );
+                    let (r, c) = match layer {
+                        "self_attn.q_proj" => (q, h),
+                        "mlp.gate_proj" => (i, h),
+                        _ => (h, i),
+                    };
+                    let _ = (rows, k);
+                    Linear::load(&store, &prefix, &scheme, r, c)
+                })
+                .unwrap();
+            let (rows, k) = (exact.out_features(), exact.in_features());
+            let int8 = Linear::load_with(&store, &prefix, &scheme, rows, k, opts).unwrap();
+            assert_eq!(int8.format_name(), "awq-int4-q8act");
+            let w = exact.dequantize();
+            assert_eq!(
+                int8.dequantize(),
+                w,
+                "{name} {prefix}: same weights in both layouts"
+            );
+            let x = Rng::new(k as u64).vec(3 * k);
+            let mut worst = 0f64;
+            for isa in Isa::available() {
+                let kernels = Kernels::for_isa(isa).unwrap();
+                let mut out = vec![0f32; 3 * rows];
+                int8.forward(kernels, &x, &mut out, &mut Vec::new());
+                for t in 0..3 {
+                    let xt = &x[t * k..(t + 1) * k];
+                    for r in 0..rows {
+                        let wr = &w[r * k..(r + 1) * k];
+                        let exact: f64 =
+                            wr.iter().zip(xt).map(|(a, b)| *a as f64 * *b as f64).sum();
+                        let bound: f64 = wr
+                            .iter()
+                            .enumerate()
+                            .map(|(j, a)| {
+                                let b = &xt[j / 32 * 32..j / 32 * 32 + 32];
+                                let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                                (*a as f64).abs() * amax as f64 / 254.0
+                            })
+                            .sum::<f64>()
+                            * 1.001
+                            + 1e-5;
+                        let err = (out[t * rows + r] as f64 - exact).abs();
+                        assert!(
+                            err <= bound,
+                            "{name} {prefix} {isa} t{t} r{r}: err {err} > {bound}"
+                        );
+                        worst = worst.max(err / bound);
+                    }
+                }
+            }
+            eprintln!("{name} {prefix}: worst error / bound {worst:.3}");
+        }
+    }
+}

@@ -19,6 +19,8 @@ pub enum ModelError {
     Quant(#[from] nano_infer_quant::QuantError),
     #[error(transparent)]
     Kv(#[from] nano_infer_kvcache::KvError),
+    #[error(transparent)]
+    Offload(#[from] nano_infer_offload::OffloadError),
     #[error("token id {id} is outside the vocabulary (size {vocab_size})")]
     TokenOutOfRange { id: u32, vocab_size: usize },
     #[error("the prompt is empty: at least one token is needed")]
@@ -27,4 +29,10 @@ pub enum ModelError {
     ContextFull { needed: usize, max: usize },
     #[error("instruction set `{0}` is not available on this CPU")]
     IsaUnavailable(nano_infer_simd::Isa),
+    #[error(
+        "sequence {0} still has prompt tokens to prefill: call BatchEngine::prefill before decode"
+    )]
+    NotPrefilled(u64),
+    #[error("sequence {0} appears more than once in one decode step")]
+    DuplicateSequence(u64),
 }

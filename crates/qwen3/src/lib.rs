@@ -15,21 +15,28 @@
 //! format.
 #![forbid(unsafe_code)]
 
+mod attention;
+mod batch;
 mod config;
 mod error;
 mod generation;
 mod model;
+mod prompt_cache;
 mod rope;
 mod sampler;
 mod session;
 mod weights;
 
+pub use batch::{run_batch, BatchEngine, BatchOutput, BatchRequest, CacheStats, EngineOptions};
 pub use config::{Qwen3Config, RopeScaling};
 pub use error::ModelError;
 pub use generation::{generate, GenerateOptions, Generation, GenerationDefaults, StopReason};
 pub use model::{LoadOptions, Logits, Model};
-pub use nano_infer_kvcache::KvDtype;
+pub use nano_infer_kvcache::{KvDtype, SeqId};
+pub use nano_infer_quant::AwqActivations;
 pub use nano_infer_simd::Isa;
+pub use prompt_cache::{model_fingerprint, PromptCacheError};
 pub use rope::Rope;
 pub use sampler::{Sampler, SamplingParams};
 pub use session::Session;
+pub use weights::LmHead;

@@ -1,13 +1,14 @@
 //! Loading a checkpoint and the forward pass, written as the numbered steps of transformers'
 //! `Qwen3ForCausalLM.forward`.
 
-use crate::weights::{Layer, Weights};
+use crate::attention::{attend, AttnShape, KvStore};
+use crate::weights::{Layer, LmHead, Weights};
 use crate::{ModelError, Qwen3Config, Rope, Session};
-use nano_infer_kvcache::{KvCache, KvDtype, KvRows};
-use nano_infer_quant::QuantScheme;
+use nano_infer_kvcache::{KvCache, KvDtype};
+use nano_infer_offload::{available_memory, format_size, PlanInputs, ResidencyPlan, Streamer};
+use nano_infer_quant::{AwqActivations, QuantScheme};
 use nano_infer_simd::{Isa, Kernels};
 use nano_infer_tensor::WeightStore;
-use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 /// How to load a model.
@@ -19,6 +20,17 @@ pub struct LoadOptions {
     pub kv_dtype: KvDtype,
     /// Context length of a session (`None`: the model's `max_position_embeddings`).
     pub ctx_size: Option<usize>,
+    /// Activations of AWQ layers: f32 (default: exact up to summation order) or int8 (integer
+    /// dot products, 3–6× faster kernels; moves the fixtures' logits by up to ~2.3, enough to
+    /// flip greedy steps on their random weights, so it is opt-in). See `AwqActivations`.
+    pub awq_activations: AwqActivations,
+    /// The lm_head's format: the checkpoint's (default) or an int8 copy (`--lm-head q8`).
+    pub lm_head: LmHead,
+    /// Memory budget in bytes for weights + KV cache + activations (`--max-memory`). Layers
+    /// that do not fit are streamed from the files with the next one prefetched. `None`: no
+    /// budget, unless the model would not fit in the memory the system has available, in
+    /// which case one is chosen (see [`Model::offload_report`]).
+    pub max_memory: Option<u64>,
 }
 
 impl Default for LoadOptions {
@@ -27,6 +39,9 @@ impl Default for LoadOptions {
             isa: None,
             kv_dtype: KvDtype::F32,
             ctx_size: None,
+            awq_activations: AwqActivations::F32,
+            lm_head: LmHead::Exact,
+            max_memory: None,
         }
     }
 }
@@ -42,6 +57,10 @@ pub struct Model {
     kv_dtype: KvDtype,
     ctx_size: usize,
     file_bytes: usize,
+    /// Streams the layers that do not fit the memory budget; `None` when everything is resident.
+    streamer: Option<Streamer>,
+    /// What the memory budget decided, for `--verbose` (and why, when it was chosen for the user).
+    offload_report: Option<String>,
     // Keeps the memory maps alive for the weights' tensors (they also hold them, but the store
     // is what knows the files).
     _store: WeightStore,
@@ -67,15 +86,18 @@ impl Model {
             Some(isa) => Kernels::for_isa(isa).ok_or(ModelError::IsaUnavailable(isa))?,
             None => Kernels::best(),
         };
-        let weights = Weights::load(&store, &config, &scheme)?;
+        let weights = Weights::load(&store, &config, &scheme, options)?;
         let ctx_size = options
             .ctx_size
             .unwrap_or(config.max_position_embeddings)
             .min(config.max_position_embeddings);
+        let (streamer, offload_report) = plan_residency(&config, &weights, options, ctx_size)?;
         Ok(Self {
             dir: dir.to_owned(),
             rope: Rope::new(&config),
             file_bytes: store.total_bytes(),
+            streamer,
+            offload_report,
             config,
             weights,
             kernels,
@@ -83,6 +105,12 @@ impl Model {
             ctx_size,
             _store: store,
         })
+    }
+
+    /// What the memory budget decided (resident and streamed layers, the accounting), when a
+    /// budget was given or had to be chosen because the model does not fit in memory.
+    pub fn offload_report(&self) -> Option<&str> {
+        self.offload_report.as_deref()
     }
 
     pub fn config(&self) -> &Qwen3Config {
@@ -117,6 +145,11 @@ impl Model {
         self.weights.bytes_per_token()
     }
 
+    /// Element type of the KV caches of this model's sessions and engines.
+    pub fn kv_dtype(&self) -> KvDtype {
+        self.kv_dtype
+    }
+
     /// A new, empty session.
     pub fn session(&self) -> Session<'_> {
         Session::new(self)
@@ -144,26 +177,86 @@ impl Model {
         mode: Logits,
         logits: &mut Vec<f32>,
     ) -> Result<(), ModelError> {
+        self.forward_segments(ids, &[ids.len()], mode, cache, state, logits)
+    }
+
+    /// One forward pass over several sequences at once: `ids` is the concatenation of
+    /// `seg_lens.len()` segments, segment `i` being the next `seg_lens[i]` tokens of sequence
+    /// `i` of `store`, at its positions `store.len(i)..`. Every linear layer runs once over all
+    /// rows (one read of its weights for every sequence); attention reads each segment's own
+    /// KV. Logits: the last row of each segment for [`Logits::Last`] (`(n_segments, vocab)`),
+    /// every row for `All` (`(n_rows, vocab)`). On error every segment is rolled back.
+    pub(crate) fn forward_segments<S: KvStore>(
+        &self,
+        ids: &[u32],
+        seg_lens: &[usize],
+        mode: Logits,
+        store: &mut S,
+        state: &mut RunState,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
         let c = &self.config;
         let n = ids.len();
-        if n == 0 {
+        if n == 0 || seg_lens.contains(&0) {
             return Err(ModelError::EmptyInput);
         }
+        assert_eq!(
+            seg_lens.iter().sum::<usize>(),
+            n,
+            "segment lengths must cover the rows"
+        );
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= c.vocab_size) {
             return Err(ModelError::TokenOutOfRange {
                 id,
                 vocab_size: c.vocab_size,
             });
         }
-        let pos0 = cache.len();
-        if pos0 + n > self.ctx_size {
-            return Err(ModelError::ContextFull {
-                needed: pos0 + n,
-                max: self.ctx_size,
-            });
+        for (seg, &len) in seg_lens.iter().enumerate() {
+            let pos0 = store.len(seg);
+            if pos0 + len > self.ctx_size {
+                return Err(ModelError::ContextFull {
+                    needed: pos0 + len,
+                    max: self.ctx_size,
+                });
+            }
         }
-        let (hidden, k) = (c.hidden_size, self.kernels);
         state.resize(c, n);
+        state.row_seg.clear();
+        state.row_pos.clear();
+        state.logit_rows.clear();
+        state.seg_pos0.clear();
+        for (seg, &len) in seg_lens.iter().enumerate() {
+            let pos0 = store.len(seg);
+            state.seg_pos0.push(pos0);
+            let first = state.row_seg.len();
+            state.row_seg.extend(std::iter::repeat_n(seg, len));
+            state.row_pos.extend(pos0..pos0 + len);
+            match mode {
+                Logits::Last => state.logit_rows.push(first + len - 1),
+                Logits::All => state.logit_rows.extend(first..first + len),
+            }
+        }
+        let result = self.forward_rows(ids, seg_lens, store, state, logits);
+        if result.is_err() {
+            for (seg, &len) in state.seg_pos0.iter().enumerate() {
+                store.rollback(seg, len);
+            }
+        }
+        result
+    }
+
+    /// The body of [`Model::forward_segments`] once inputs are checked and `state`'s row maps
+    /// are filled.
+    fn forward_rows<S: KvStore>(
+        &self,
+        ids: &[u32],
+        seg_lens: &[usize],
+        store: &mut S,
+        state: &mut RunState,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
+        let c = &self.config;
+        let (hidden, k) = (c.hidden_size, self.kernels);
         let s = state;
 
         // 1. Embedding lookup: x (n, hidden).
@@ -176,28 +269,33 @@ impl Model {
 
         // 2. Decoder blocks.
         for (li, layer) in self.weights.layers.iter().enumerate() {
-            self.attention_block(li, layer, pos0, cache, s)?;
+            if let Some(streamer) = &self.streamer {
+                streamer.before_layer(li);
+            }
+            self.attention_block(li, layer, seg_lens, store, s)?;
             self.mlp_block(layer, s);
+            if let Some(streamer) = &self.streamer {
+                streamer.after_layer(li);
+            }
             if let Some(trace) = &mut s.trace {
                 trace.push(s.x.clone());
             }
         }
-        cache.advance(n);
+        for (seg, &len) in seg_lens.iter().enumerate() {
+            store.commit(seg, len)?;
+        }
 
-        // 3. Final norm and lm_head, only where logits are wanted.
-        let rows = match mode {
-            Logits::Last => n - 1..n,
-            Logits::All => 0..n,
-        };
-        let xs = &s.x[rows.start * hidden..rows.end * hidden];
-        let normed = &mut s.xb[..xs.len()];
-        for (x, o) in xs.chunks_exact(hidden).zip(normed.chunks_exact_mut(hidden)) {
+        // 3. Final norm and lm_head, only on the rows that want logits.
+        let n_out = s.logit_rows.len();
+        let normed = &mut s.xb[..n_out * hidden];
+        for (&r, o) in s.logit_rows.iter().zip(normed.chunks_exact_mut(hidden)) {
+            let x = &s.x[r * hidden..(r + 1) * hidden];
             k.rms_norm(x, &self.weights.final_norm, c.rms_norm_eps as f32, o);
         }
         if let Some(trace) = &mut s.trace {
             trace.push(normed.to_vec());
         }
-        logits.resize(rows.len() * c.vocab_size, 0.0);
+        logits.resize(n_out * c.vocab_size, 0.0);
         self.weights
             .lm_head
             .forward(k, normed, logits, &mut s.matmul);
@@ -205,12 +303,12 @@ impl Model {
     }
 
     /// Pre-norm self-attention with the residual: x += o_proj(attn(norm(x))).
-    fn attention_block(
+    fn attention_block<S: KvStore>(
         &self,
         li: usize,
         layer: &Layer,
-        pos0: usize,
-        cache: &mut KvCache,
+        seg_lens: &[usize],
+        store: &mut S,
         s: &mut RunState,
     ) -> Result<(), ModelError> {
         let c = &self.config;
@@ -229,11 +327,12 @@ impl Model {
         add_bias(&mut s.k, layer.k_bias.as_deref());
         add_bias(&mut s.v, layer.v_bias.as_deref());
 
-        // 2c. Per-head RMSNorm of q and k (Qwen3's q_norm/k_norm), then RoPE at each position.
-        for (t, (qt, kt)) in
+        // 2c. Per-head RMSNorm of q and k (Qwen3's q_norm/k_norm), then RoPE at each row's
+        // position in its own sequence.
+        for ((qt, kt), &pos) in
             s.q.chunks_exact_mut(c.q_dim())
                 .zip(s.k.chunks_exact_mut(c.kv_dim()))
-                .enumerate()
+                .zip(&s.row_pos)
         {
             for head in qt.chunks_exact_mut(hd) {
                 s.head_tmp.copy_from_slice(head);
@@ -243,56 +342,33 @@ impl Model {
                 s.head_tmp.copy_from_slice(head);
                 k.rms_norm(&s.head_tmp, &layer.k_norm, eps, head);
             }
-            self.rope.apply(qt, hd, pos0 + t);
-            self.rope.apply(kt, hd, pos0 + t);
+            self.rope.apply(qt, hd, pos);
+            self.rope.apply(kt, hd, pos);
         }
 
-        // 2d. Append this layer's keys and values, then causal GQA attention over the cache.
-        cache.append(li, &s.k, &s.v)?;
-        self.attend(cache, li, pos0, &s.q, &mut s.att);
+        // 2d. Append each segment's keys and values to its sequence, then causal GQA attention
+        // of every row over its own sequence.
+        let kv_dim = c.kv_dim();
+        let mut row = 0;
+        for (seg, &len) in seg_lens.iter().enumerate() {
+            let r = row * kv_dim..(row + len) * kv_dim;
+            store.append(seg, li, &s.k[r.clone()], &s.v[r])?;
+            row += len;
+        }
+        let shape = AttnShape {
+            n_heads: c.num_attention_heads,
+            n_kv_heads: c.n_kv_heads(),
+            head_dim: hd,
+        };
+        attend(
+            k, shape, &*store, li, &s.row_seg, &s.row_pos, &s.q, &mut s.att,
+        );
 
         // 2e. x += o_proj(att)
         layer.o_proj.forward(k, &s.att, &mut s.proj, &mut s.matmul);
         add_bias(&mut s.proj, layer.o_bias.as_deref());
         s.x.iter_mut().zip(&s.proj).for_each(|(x, p)| *x += p);
         Ok(())
-    }
-
-    /// Scaled dot-product attention for every (token, query head), in parallel. Token `t` sees
-    /// positions `0..=pos0 + t` (the causal mask); query head `h` reads KV head
-    /// `h / (n_heads / n_kv_heads)`.
-    fn attend(&self, cache: &KvCache, li: usize, pos0: usize, q: &[f32], out: &mut [f32]) {
-        let c = &self.config;
-        let (n_heads, hd, k) = (c.num_attention_heads, c.head_dim(), self.kernels);
-        let group = n_heads / c.n_kv_heads();
-        let scale = 1.0 / (hd as f32).sqrt();
-        out.par_chunks_mut(hd).enumerate().for_each_init(
-            || (Vec::new(), vec![0.0f32; hd]),
-            |(scores, row), (idx, o)| {
-                let (t, h) = (idx / n_heads, idx % n_heads);
-                let n_ctx = pos0 + t + 1;
-                let qh = &q[idx * hd..(idx + 1) * hd];
-                let (keys, values) = (cache.keys(li, h / group), cache.values(li, h / group));
-                scores.resize(n_ctx, 0.0);
-                match keys {
-                    KvRows::F32(kr) => k.gemm_f32(&kr[..n_ctx * hd], qh, hd, scores),
-                    KvRows::Bf16(kr) => k.gemm_bf16(&kr[..n_ctx * hd], qh, hd, scores),
-                    KvRows::F16(kr) => k.gemm_f16(&kr[..n_ctx * hd], qh, hd, scores),
-                }
-                scores.iter_mut().for_each(|v| *v *= scale);
-                k.softmax(scores);
-                o.fill(0.0);
-                for (p, &a) in scores.iter().enumerate() {
-                    match values {
-                        KvRows::F32(vr) => k.axpy(a, &vr[p * hd..(p + 1) * hd], o),
-                        _ => {
-                            values.row_to_f32(p, hd, row);
-                            k.axpy(a, row, o);
-                        }
-                    }
-                }
-            },
-        );
     }
 
     /// Pre-norm SwiGLU MLP with the residual: x += down(silu(gate(h)) · up(h)), h = norm(x).
@@ -351,8 +427,16 @@ pub(crate) struct RunState {
     head_tmp: Vec<f32>,
     /// The matmul kernels' `(rows, n)` output before its transpose.
     matmul: Vec<f32>,
+    /// `(n)`: the segment (sequence) of each row.
+    row_seg: Vec<usize>,
+    /// `(n)`: the position of each row in its sequence.
+    row_pos: Vec<usize>,
+    /// Rows whose logits are computed, in output order.
+    logit_rows: Vec<usize>,
+    /// Per segment: its length before this pass (what an error rolls back to).
+    seg_pos0: Vec<usize>,
     /// When set, the residual stream after the embedding and after every layer, then the final
-    /// norm's output, each `(n, hidden)` (see `Session::hidden_states`).
+    /// norm's output of the logit rows, each `(rows, hidden)` (see `Session::hidden_states`).
     pub(crate) trace: Option<Vec<Vec<f32>>>,
 }
 
@@ -369,4 +453,70 @@ impl RunState {
         self.up.resize(n * c.intermediate_size, 0.0);
         self.head_tmp.resize(c.head_dim(), 0.0);
     }
+}
+
+/// Tokens of KV cache reserved when a budget is chosen automatically: the cache grows on demand,
+/// so reserving the model's whole 40k context would refuse models that run fine.
+const AUTO_KV_TOKENS: usize = 4096;
+
+/// Decides which layers stay resident under `options.max_memory`, or under the memory the system
+/// has available when the model would not fit in it.
+fn plan_residency(
+    config: &Qwen3Config,
+    weights: &Weights,
+    options: &LoadOptions,
+    ctx_size: usize,
+) -> Result<(Option<Streamer>, Option<String>), ModelError> {
+    let kv_per_token =
+        config.num_hidden_layers * config.kv_dim() * 2 * options.kv_dtype.bytes_per_element();
+    let layer_tensors = weights.layer_tensors();
+    let layers: Vec<u64> = layer_tensors
+        .iter()
+        .map(|ts| ts.iter().map(|t| t.bytes().len() as u64).sum())
+        .collect();
+    let fixed = weights.fixed_bytes() as u64;
+    let activations = activation_bytes(config) as u64;
+    let (budget, kv_cache, why) = match options.max_memory {
+        Some(budget) => (budget, (ctx_size * kv_per_token) as u64, None),
+        None => {
+            let kv = (ctx_size.min(AUTO_KV_TOKENS) * kv_per_token) as u64;
+            let needed = fixed + layers.iter().sum::<u64>() + kv + activations;
+            match available_memory() {
+                Some(avail) if needed > avail => {
+                    // Leave a tenth for the rest of the system.
+                    let budget = avail / 10 * 9;
+                    let why = format!(
+                        "the model needs {} but only {} is available: streaming layers from disk under a {} budget (set --max-memory to choose)",
+                        format_size(needed),
+                        format_size(avail),
+                        format_size(budget)
+                    );
+                    (budget, kv, Some(why))
+                }
+                _ => return Ok((None, None)),
+            }
+        }
+    };
+    let plan = ResidencyPlan::new(PlanInputs {
+        budget,
+        fixed_weights: fixed,
+        layers,
+        kv_cache,
+        activations,
+    })?;
+    let report = match why {
+        Some(why) => format!("{why}; {}", plan.report()),
+        None => plan.report(),
+    };
+    let streamer = plan.streams().then(|| Streamer::new(layer_tensors, plan));
+    Ok((streamer, Some(report)))
+}
+
+/// Activation memory of a forward pass over a 512-token prompt chunk: the `RunState` buffers,
+/// the matmul scratch and the logits of one position.
+fn activation_bytes(c: &Qwen3Config) -> usize {
+    let n = 512;
+    let per_token = 3 * c.hidden_size + 2 * c.q_dim() + 2 * c.kv_dim() + 2 * c.intermediate_size;
+    let scratch = c.intermediate_size.max(c.q_dim()) * n;
+    4 * (n * per_token + scratch + c.vocab_size)
 }

@@ -111,4 +111,15 @@ impl<'m> Session<'m> {
     pub fn kv_bytes(&self) -> usize {
         self.cache.allocated_bytes()
     }
+
+    /// The KV cache (for saving it to a prompt-cache file).
+    pub(crate) fn cache(&self) -> &KvCache {
+        &self.cache
+    }
+
+    /// The KV cache and the token list, to be filled together (a prompt-cache load): the
+    /// caller keeps `tokens.len() == cache.len()`.
+    pub(crate) fn parts_mut(&mut self) -> (&mut KvCache, &mut Vec<u32>) {
+        (&mut self.cache, &mut self.tokens)
+    }
 }

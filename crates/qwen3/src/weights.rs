@@ -3,8 +3,8 @@
 //! Linear weights stay in the format the checkpoint stores (see `nano_infer_quant::Linear`); only
 //! the small vectors (norms, biases) are copied to f32 at load.
 
-use crate::{ModelError, Qwen3Config};
-use nano_infer_quant::{DenseWeight, Linear, QuantScheme};
+use crate::{LoadOptions, ModelError, Qwen3Config};
+use nano_infer_quant::{DenseWeight, Linear, LinearOptions, QuantScheme};
 use nano_infer_tensor::{Dtype, WeightStore};
 
 /// One decoder block.
@@ -39,6 +39,34 @@ pub(crate) struct Layer {
     pub down_proj: Linear,
 }
 
+/// The format of the lm_head matmul.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum LmHead {
+    /// As the checkpoint stores it (the tied BF16 embedding for Qwen3-4B).
+    #[default]
+    Exact,
+    /// An int8 copy built at load (symmetric, one f32 scale per row) multiplied with int8
+    /// activations: half of BF16's bytes per token. Log-probs move by up to ~1e-2 on the
+    /// fixtures (`tests/golden.rs` states the bound). Falls back to `Exact` when `hidden` is not
+    /// a multiple of 8.
+    Q8,
+}
+
+impl Layer {
+    /// The seven projections, in compute order.
+    pub fn linears(&self) -> [&Linear; 7] {
+        [
+            &self.q_proj,
+            &self.k_proj,
+            &self.v_proj,
+            &self.o_proj,
+            &self.gate_proj,
+            &self.up_proj,
+            &self.down_proj,
+        ]
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Weights {
     /// `(vocab, hidden)`, dense.
@@ -55,7 +83,11 @@ impl Weights {
         store: &WeightStore,
         config: &Qwen3Config,
         scheme: &QuantScheme,
+        options: &LoadOptions,
     ) -> Result<Self, ModelError> {
+        let linear_options = LinearOptions {
+            awq_activations: options.awq_activations,
+        };
         let hidden = config.hidden_size;
         let vector = |name: &str, len: usize| -> Result<Vec<f32>, ModelError> {
             let t = store.get(name)?;
@@ -73,7 +105,14 @@ impl Weights {
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let linear = |name: &str, out: usize, inp: usize| {
-                Linear::load(store, &format!("{p}.{name}"), scheme, out, inp)
+                Linear::load_with(
+                    store,
+                    &format!("{p}.{name}"),
+                    scheme,
+                    out,
+                    inp,
+                    linear_options,
+                )
             };
             let bias = |name: &str, len: usize| -> Result<Option<Vec<f32>>, ModelError> {
                 if config.attention_bias {
@@ -120,8 +159,19 @@ impl Weights {
                     t.expect_shape(&[config.vocab_size, hidden])?;
                     Linear::dense(t)?
                 }
-                None => Linear::load(store, "lm_head", scheme, config.vocab_size, hidden)?,
+                None => Linear::load_with(
+                    store,
+                    "lm_head",
+                    scheme,
+                    config.vocab_size,
+                    hidden,
+                    linear_options,
+                )?,
             }
+        };
+        let lm_head = match options.lm_head {
+            LmHead::Exact => lm_head,
+            LmHead::Q8 => lm_head.to_q8().unwrap_or(lm_head),
         };
         Ok(Self {
             embed,
@@ -136,21 +186,51 @@ impl Weights {
         let layers: usize = self
             .layers
             .iter()
-            .map(|l| {
-                [
-                    &l.q_proj,
-                    &l.k_proj,
-                    &l.v_proj,
-                    &l.o_proj,
-                    &l.gate_proj,
-                    &l.up_proj,
-                    &l.down_proj,
-                ]
-                .iter()
-                .map(|w| w.weight_bytes())
-                .sum::<usize>()
-            })
+            .map(|l| l.linears().iter().map(|w| w.weight_bytes()).sum::<usize>())
             .sum();
         layers + self.lm_head.weight_bytes()
+    }
+
+    /// The mapped tensors of each decoder layer: what a memory budget streams.
+    pub fn layer_tensors(&self) -> Vec<Vec<nano_infer_tensor::Tensor>> {
+        self.layers
+            .iter()
+            .map(|l| {
+                l.linears()
+                    .iter()
+                    .flat_map(|w| w.mapped_tensors())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Bytes that stay in memory whatever the budget: the embedding and lm_head (read every
+    /// token), norms, and layers repacked into process memory (AWQ, Q8).
+    pub fn fixed_bytes(&self) -> usize {
+        let embed = self.embed.tensor().bytes().len();
+        // A tied dense lm_head is the embedding tensor itself: count it once.
+        let lm_head = match &self.lm_head {
+            Linear::Dense(w) if w.tensor().name() == self.embed.tensor().name() => 0,
+            other => other.weight_bytes(),
+        };
+        let norms = 4
+            * (self.final_norm.len()
+                + self
+                    .layers
+                    .iter()
+                    .map(|l| {
+                        l.input_norm.len()
+                            + l.post_attention_norm.len()
+                            + l.q_norm.len()
+                            + l.k_norm.len()
+                    })
+                    .sum::<usize>());
+        let owned: usize = self
+            .layers
+            .iter()
+            .flat_map(|l| l.linears())
+            .map(|w| w.owned_bytes())
+            .sum();
+        embed + lm_head + norms + owned
     }
 }

@@ -6,7 +6,8 @@
 //! flops (2 per multiply-add). Run: `cargo bench -p nano-infer-simd --bench kernels`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use nano_infer_simd::{bf16, f16, Fp8Format, Isa, Kernels};
+use nano_infer_simd::q8::{pack_q4x16, pack_q8x16, tile_params};
+use nano_infer_simd::{bf16, f16, Fp8Format, Isa, Kernels, Q8Acts};
 use std::hint::black_box;
 
 /// Deterministic pseudo-random values in [-1, 1): the kernels' speed does not depend on them.
@@ -40,6 +41,13 @@ struct Weights {
     q4: Vec<u8>,
     q4_scales: Vec<f32>,
     q4_zeros: Vec<f32>,
+    /// The same codes in the interleaved q4x16 layout, parameters `(tiles, groups, 16)`.
+    q4x16: Vec<u8>,
+    q4x16_scales: Vec<f32>,
+    q4x16_zeros: Vec<f32>,
+    /// Int8 codes in the q8x16 layout (the `--lm-head q8` format), one scale per row.
+    q8x16: Vec<i8>,
+    q8x16_scales: Vec<f32>,
 }
 
 const FP8_BLOCK: usize = 128;
@@ -53,9 +61,17 @@ impl Weights {
             .iter()
             .map(|v| (v * 255.0) as u8)
             .collect();
+        let codes: Vec<u8> = w.iter().map(|v| ((v + 1.0) * 7.9) as u8).collect();
+        let groups = k / Q4_GROUP;
+        let i8codes: Vec<i8> = w.iter().map(|v| (v * 127.0) as i8).collect();
         Weights {
             rows,
             k,
+            q4x16: pack_q4x16(&codes, rows, k),
+            q4x16_scales: tile_params(&vec![0.01; rows * groups], rows, groups),
+            q4x16_zeros: tile_params(&vec![0.08; rows * groups], rows, groups),
+            q8x16: pack_q8x16(&i8codes, rows, k),
+            q8x16_scales: vec![0.01; rows.div_ceil(16) * 16],
             bf16: w.iter().map(|&v| bf16::from_f32(v)).collect(),
             f16: w.iter().map(|&v| f16::from_f32(v)).collect(),
             fp8,
@@ -73,11 +89,16 @@ impl Weights {
         let mut out = vec![0.0f32; rows * n_tok];
         let mut g = c.benchmark_group(format!("{group}/{k}->{rows}/n_tok={n_tok}"));
         g.sample_size(10);
-        let formats: [(&str, f64); 4] = [
+        let mut xa = Q8Acts::new();
+        // Bytes per weight of the codes (parameters excluded, as before).
+        let formats: [(&str, f64); 7] = [
             ("bf16", 2.0),
             ("f16", 2.0),
             ("fp8_e4m3", 1.0),
+            ("fp8_e5m2", 1.0),
             ("q4_g128", 0.5),
+            ("q4x16_q8_g128", 0.5),
+            ("q8x16_q8", 1.0),
         ];
         for (name, bytes_per_weight) in formats {
             if n_tok == 1 {
@@ -104,6 +125,36 @@ impl Weights {
                             k,
                             &mut out,
                         ),
+                        "fp8_e5m2" => kern.gemm_fp8(
+                            Fp8Format::E5M2,
+                            black_box(&self.fp8),
+                            &self.fp8_scales,
+                            FP8_BLOCK,
+                            &x,
+                            k,
+                            &mut out,
+                        ),
+                        // The activation quantization runs once per matmul: it is timed too.
+                        "q4x16_q8_g128" => {
+                            xa.quantize(&x, k, 32, Q4_GROUP);
+                            kern.gemm_q4x16_q8(
+                                black_box(&self.q4x16),
+                                &self.q4x16_scales,
+                                &self.q4x16_zeros,
+                                Q4_GROUP,
+                                &xa,
+                                &mut out,
+                            )
+                        }
+                        "q8x16_q8" => {
+                            xa.quantize(&x, k, 32, 32);
+                            kern.gemm_q8x16_q8(
+                                black_box(&self.q8x16),
+                                &self.q8x16_scales,
+                                &xa,
+                                &mut out,
+                            )
+                        }
                         _ => kern.gemm_q4(
                             black_box(&self.q4),
                             &self.q4_scales,

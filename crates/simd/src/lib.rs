@@ -23,6 +23,7 @@
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
 mod isa;
+pub mod q8;
 pub mod scalar;
 pub(crate) mod tile;
 #[cfg(target_arch = "x86_64")]
@@ -30,6 +31,7 @@ pub mod x86;
 
 pub use half::{bf16, f16};
 pub use isa::{set_max_isa, Isa};
+pub use q8::Q8Acts;
 
 /// FP8 encodings found in safetensors checkpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -177,6 +179,27 @@ impl Kernels {
         out: &mut [f32],
     ) {
         dispatch!(self, gemm_q4(w, scales, zero_scaled, group, x, k, out))
+    }
+
+    /// 4-bit weights in the row-interleaved q4x16 layout ([`q8`]) times int8 activations:
+    /// `scales` and `zero_scaled` are `(tiles, k/group, 16)`, `x` was quantized with this
+    /// `group`, `out` is `(rows, n_tok)` with `rows` in the last tile. Bit-identical on every level.
+    pub fn gemm_q4x16_q8(
+        &self,
+        w: &[u8],
+        scales: &[f32],
+        zero_scaled: &[f32],
+        group: usize,
+        x: &Q8Acts,
+        out: &mut [f32],
+    ) {
+        dispatch!(self, gemm_q4x16_q8(w, scales, zero_scaled, group, x, out))
+    }
+
+    /// Int8 weights in the row-interleaved q8x16 layout ([`q8`]) with one scale per row
+    /// (`(tiles·16)`), times int8 activations. Bit-identical on every level.
+    pub fn gemm_q8x16_q8(&self, w: &[i8], scales: &[f32], x: &Q8Acts, out: &mut [f32]) {
+        dispatch!(self, gemm_q8x16_q8(w, scales, x, out))
     }
 
     /// `out = weight · x / sqrt(mean(x²) + eps)`, computed in f32 as transformers' `Qwen3RMSNorm`.

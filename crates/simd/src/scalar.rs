@@ -1,5 +1,6 @@
 //! Scalar twins of every kernel: the fallback and the test oracle. Written for clarity, not speed.
 
+use crate::q8::{q4x16_shape, q8x16_shape, Q8Acts, CHUNK_BYTES, TILE_ROWS};
 use crate::Fp8Format;
 use half::{bf16, f16};
 
@@ -260,5 +261,72 @@ pub fn fp8_to_f32(format: Fp8Format, code: u8) -> f32 {
         sign * (man / scale) * 2f32.powi(1 - bias)
     } else {
         sign * (1.0 + man / scale) * 2f32.powi(exp - bias)
+    }
+}
+
+/// The integer dot of row `i` of a q4x16 tile over block `[j0, j0 + block)` with token `xq`.
+fn q4x16_idot(tile: &[u8], i: usize, xq: &[i8], j0: usize, block: usize) -> i32 {
+    let mut dot = 0i32;
+    for j in j0..j0 + block {
+        let byte = tile[(j / 8) * CHUNK_BYTES + 4 * i + j % 4];
+        let q = if j % 8 < 4 { byte & 15 } else { byte >> 4 };
+        dot += q as i32 * xq[j] as i32;
+    }
+    dot
+}
+
+/// The definition of the q4x16 × int8 algorithm (see [`crate::q8`]): exact integer dots per
+/// activation block, then the float epilogue in a fixed order with fused multiply-adds.
+pub fn gemm_q4x16_q8(
+    w: &[u8],
+    scales: &[f32],
+    zero_scaled: &[f32],
+    group: usize,
+    x: &Q8Acts,
+    out: &mut [f32],
+) {
+    let (rows, _, groups) = q4x16_shape(w, scales, zero_scaled, group, x, out);
+    let (k, n_tok, block) = (x.k, x.n_tok, x.block);
+    let tile_bytes = k / 8 * CHUNK_BYTES;
+    for r in 0..rows {
+        let (t, i) = (r / TILE_ROWS, r % TILE_ROWS);
+        let tile = &w[t * tile_bytes..(t + 1) * tile_bytes];
+        for tok in 0..n_tok {
+            let xq = &x.xq[tok * k..(tok + 1) * k];
+            let mut acc = 0.0f32;
+            for g in 0..groups {
+                let mut ga = 0.0f32;
+                for b in g * group / block..(g + 1) * group / block {
+                    let dot = q4x16_idot(tile, i, xq, b * block, block);
+                    ga = (dot as f32).mul_add(x.xs[tok * (k / block) + b], ga);
+                }
+                let p = (t * groups + g) * TILE_ROWS + i;
+                acc = scales[p].mul_add(ga, acc);
+                acc = (-zero_scaled[p]).mul_add(x.gsum[tok * groups + g], acc);
+            }
+            out[r * n_tok + tok] = acc;
+        }
+    }
+}
+
+/// The definition of the q8x16 × int8 algorithm (see [`crate::q8`]).
+pub fn gemm_q8x16_q8(w: &[i8], scales: &[f32], x: &Q8Acts, out: &mut [f32]) {
+    let (rows, _) = q8x16_shape(w, scales, x, out);
+    let (k, n_tok, block) = (x.k, x.n_tok, x.block);
+    let tile_bytes = k / 4 * CHUNK_BYTES;
+    for r in 0..rows {
+        let (t, i) = (r / TILE_ROWS, r % TILE_ROWS);
+        let tile = &w[t * tile_bytes..(t + 1) * tile_bytes];
+        for tok in 0..n_tok {
+            let xq = &x.xq[tok * k..(tok + 1) * k];
+            let mut acc = 0.0f32;
+            for b in 0..k / block {
+                let dot: i32 = (b * block..(b + 1) * block)
+                    .map(|j| tile[(j / 4) * CHUNK_BYTES + 4 * i + j % 4] as i32 * xq[j] as i32)
+                    .sum();
+                acc = (dot as f32).mul_add(x.xs[tok * (k / block) + b], acc);
+            }
+            out[r * n_tok + tok] = acc * scales[r];
+        }
     }
 }

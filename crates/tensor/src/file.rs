@@ -23,6 +23,33 @@ impl Storage {
             Storage::Owned(v) => v,
         }
     }
+
+    /// Passes a paging hint for `start..end` to the kernel. Memory that is not a file mapping
+    /// (or a platform without `madvise`) ignores hints.
+    pub(crate) fn advise(
+        &self,
+        paging: crate::Paging,
+        start: usize,
+        end: usize,
+    ) -> std::io::Result<()> {
+        #[cfg(unix)]
+        if let Storage::Mmap(map) = self {
+            let len = end - start;
+            return match paging {
+                crate::Paging::WillNeed => map.advise_range(memmap2::Advice::WillNeed, start, len),
+                // SAFETY: MADV_DONTNEED on a read-only, file-backed private mapping only drops
+                // the pages from this process; the next access reads the same bytes back from
+                // the file (the mapping was never written, so there are no private copies to
+                // lose). memmap2 marks the advice unsafe because on anonymous or written
+                // private memory it would zero the contents, which cannot happen here.
+                crate::Paging::DontNeed => unsafe {
+                    map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len)
+                },
+            };
+        }
+        let _ = (paging, start, end);
+        Ok(())
+    }
 }
 
 /// Where a tensor sits in its file.

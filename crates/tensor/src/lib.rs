@@ -24,5 +24,16 @@ pub use file::SafetensorsFile;
 pub use store::WeightStore;
 pub use tensor::Tensor;
 
+/// Paging hints for memory-mapped tensor data (`madvise`), used to keep resident memory under
+/// a budget when layers are streamed from disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Paging {
+    /// Start reading the pages in ahead of use.
+    WillNeed,
+    /// Drop the pages from this process's resident set; they are read back from the file on
+    /// the next access.
+    DontNeed,
+}
+
 /// The result type of this crate.
 pub type Result<T, E = TensorError> = std::result::Result<T, E>;

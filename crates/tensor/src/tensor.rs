@@ -1,7 +1,7 @@
 //! A view of one tensor: dtype, shape and bytes, sharing its file's memory map.
 
 use crate::file::{Storage, TensorInfo};
-use crate::{Dtype, Element, Result, TensorError};
+use crate::{Dtype, Element, Paging, Result, TensorError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -103,6 +103,32 @@ impl Tensor {
             } => &storage.bytes()[*start..*end],
             Data::Aligned { words, len } => &bytemuck::cast_slice(words)[..*len],
         }
+    }
+
+    /// Passes a paging hint for this tensor's bytes to the kernel (see [`Paging`]). A no-op
+    /// for tensors that were copied into memory.
+    pub fn advise(&self, paging: Paging) -> std::io::Result<()> {
+        match &self.data {
+            Data::Shared {
+                storage,
+                start,
+                end,
+            } => storage.advise(paging, *start, *end),
+            Data::Aligned { .. } => Ok(()),
+        }
+    }
+
+    /// Reads one byte of every page so the tensor is resident when this returns (a prefetch
+    /// that waits, unlike [`Paging::WillNeed`]). Returns a checksum only so the reads cannot be
+    /// optimised away.
+    pub fn touch(&self) -> u64 {
+        const PAGE: usize = 4096;
+        let bytes = self.bytes();
+        let mut sum = 0u64;
+        for i in (0..bytes.len()).step_by(PAGE) {
+            sum = sum.wrapping_add(std::hint::black_box(bytes[i]) as u64);
+        }
+        sum
     }
 
     /// A zero-copy typed view. Errors if `T` is not this tensor's element type.

@@ -39,11 +39,12 @@ struct Model {
 }
 
 impl Model {
-    /// Longest common prefix with any stored sequence, and the handles of that prefix.
-    fn best(&self, tokens: &[u32]) -> (usize, Vec<u32>) {
+    /// Longest common prefix in whole pages with any stored sequence, and the handles of that
+    /// prefix.
+    fn best(&self, tokens: &[u32], page: usize) -> (usize, Vec<u32>) {
         let mut best = (0, Vec::new());
         for (s, h) in &self.stored {
-            let n = s.iter().zip(tokens).take_while(|(a, b)| a == b).count();
+            let n = s.iter().zip(tokens).take_while(|(a, b)| a == b).count() / page * page;
             if n > best.0 {
                 best = (n, h[..n].to_vec());
             }
@@ -52,13 +53,20 @@ impl Model {
     }
 }
 
-fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let mut tree = RadixTree::<u32>::new();
+/// Drives a tree of `page`-token pages (1: the token-granular tree) and the naive model.
+fn run(ops: Vec<Op>, page: usize) -> Result<(), TestCaseError> {
+    let mut tree = if page == 1 {
+        RadixTree::<u32>::new()
+    } else {
+        RadixTree::<u32>::with_page_size(page)
+    };
     let mut m = Model::default();
     for op in ops {
         match op {
-            Op::Insert(tokens) => {
-                let (want, prefix_handles) = m.best(&tokens);
+            Op::Insert(mut tokens) => {
+                // A paged tree stores whole pages only; the model issues handles for those.
+                tokens.truncate(tokens.len() / page * page);
+                let (want, prefix_handles) = m.best(&tokens, page);
                 let fresh: Vec<u32> = (0..tokens.len() as u32)
                     .map(|i| m.next_handle + i)
                     .collect();
@@ -72,7 +80,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 m.stored.push((tokens, handles));
             }
             Op::Match { tokens, lock } => {
-                let (want, handles) = m.best(&tokens);
+                let (want, handles) = m.best(&tokens, page);
                 let r = tree.match_prefix(&tokens);
                 prop_assert_eq!(r.len, want);
                 prop_assert_eq!(&r.handles, &handles);
@@ -163,7 +171,17 @@ proptest! {
 
     #[test]
     fn radix_tree_matches_naive_model(ops in prop::collection::vec(op(), 1..60)) {
-        run(ops)?;
+        run(ops, 1)?;
+    }
+
+    /// Pages of 2 and 3 tokens: whole-page matches, splits only at page boundaries, children
+    /// keyed by their first page.
+    #[test]
+    fn paged_radix_tree_matches_naive_model(
+        ops in prop::collection::vec(op(), 1..60),
+        page in 2usize..4,
+    ) {
+        run(ops, page)?;
     }
 }
 

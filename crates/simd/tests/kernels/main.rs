@@ -10,6 +10,7 @@
 
 mod fp8;
 mod gemm;
+mod int8;
 mod vec;
 
 use nano_infer_simd::{Isa, Kernels};
@@ -87,4 +88,25 @@ fn levels_under_test() {
     {
         assert!(levels.contains(&Isa::Avx2));
     }
+}
+
+/// Dispatch is decided at run time, never by compile-time target features: `cargo xtask cross`
+/// builds this suite with `-C target-cpu=x86-64` (no AVX at compile time), and the best level
+/// must still be AVX2 or better on a CPU that has it (and NEON on every aarch64 CPU).
+#[test]
+fn best_level_is_detected_at_run_time() {
+    let best = Isa::best();
+    eprintln!(
+        "best level: {best} (compiled with avx2: {})",
+        cfg!(target_feature = "avx2")
+    );
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+    {
+        assert!(best >= Isa::Avx2, "AVX2 CPU, but the best level is {best}");
+    }
+    #[cfg(target_arch = "aarch64")]
+    assert_eq!(best, Isa::Neon);
 }

@@ -1,6 +1,7 @@
-//! NEON kernels (128-bit, 4 f32 lanes): dots and axpys, and every matmul on the shared
-//! [`crate::tile`] driver (4 rows × 4 tokens = 16 accumulators of 32 registers). RMSNorm,
-//! softmax and SwiGLU use the scalar twins for now (a small share of a forward pass).
+//! NEON kernels (128-bit, 4 f32 lanes): dots and axpys, RMSNorm, softmax and SwiGLU (`vec`),
+//! every f32-activation matmul on the shared [`crate::tile`] driver (4 rows × 4 tokens = 16
+//! accumulators of 32 registers), and the integer-dot matmuls of [`crate::q8`] (`int8`, which
+//! uses `sdot` from [`crate::aarch64::dotprod`] where the CPU has it).
 //!
 //! Half-precision conversion avoids the `fp16` intrinsics (their `float16x4_t` type is not
 //! stable Rust): f16 bits `h` become f32 bits `(h & 0x7fff) << 13`, an f32 worth exactly `2⁻¹¹²`
@@ -9,14 +10,18 @@
 //! Linux runs with flush-to-zero off, so the subnormal intermediates are exact. FP8 codes are
 //! first widened to f16 bit patterns exactly as on x86 (see `x86::avx2::gemm`).
 //!
-//! Not testable on the x86_64 development host; the property tests run it on aarch64 CI.
+//! Tested under qemu-user from an x86_64 host (`cargo xtask cross`): `QEMU_CPU=cortex-a72` for
+//! plain NEON, `neoverse-n1` for NEON + dotprod.
 
 mod gemm;
+pub(crate) mod int8;
+mod vec;
 
 pub use super::Neon;
 pub use gemm::{gemm_bf16, gemm_f16, gemm_f32, gemm_fp8, gemm_q4};
+pub use int8::{gemm_q4x16_q8, gemm_q8x16_q8};
+pub use vec::{rms_norm, silu_mul, softmax};
 
-use crate::scalar;
 use core::arch::aarch64::*;
 use half::{bf16, f16};
 
@@ -79,7 +84,7 @@ pub(crate) unsafe fn f16_bits_to_f32(h: uint32x4_t) -> float32x4_t {
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn dot_imp<E: Elem>(a: &[E], b: &[f32]) -> f32 {
+pub(crate) unsafe fn dot_imp<E: Elem>(a: &[E], b: &[f32]) -> f32 {
     let n = a.len();
     let (pa, pb) = (a.as_ptr(), b.as_ptr());
     let mut acc = [vdupq_n_f32(0.0); 4];
@@ -168,21 +173,6 @@ pub fn axpy_f16(_: Neon, a: f32, x: &[f16], y: &mut [f32]) {
     assert_eq!(x.len(), y.len(), "axpy_f16: length mismatch");
     // SAFETY: the token proves NEON; the lengths match.
     unsafe { axpy_imp(a, x, y) }
-}
-
-/// See [`crate::Kernels::rms_norm`]; scalar for now.
-pub fn rms_norm(_: Neon, x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
-    scalar::rms_norm(x, weight, eps, out)
-}
-
-/// See [`crate::Kernels::softmax`]; scalar for now.
-pub fn softmax(_: Neon, x: &mut [f32]) {
-    scalar::softmax(x)
-}
-
-/// See [`crate::Kernels::silu_mul`]; scalar for now.
-pub fn silu_mul(_: Neon, gate: &mut [f32], up: &[f32]) {
-    scalar::silu_mul(gate, up)
 }
 
 impl crate::tile::Lanes for Neon {

@@ -1,14 +1,13 @@
-//! AVX2 matmuls for every weight format, on the shared [`crate::tile`] driver.
+//! AVX2 matmuls for the dense formats and f32-activation q4, on the shared [`crate::tile`] driver
+//! (FP8 has its own kernel with per-block accumulators in `fp8.rs`).
 //!
 //! Tile: 4 rows × 3 tokens = 12 accumulators + 4 decoded weight vectors = all 16 ymm registers
 //! (activations are FMA memory operands). Decoding per 8 weights: bf16 is zero-extend + shift,
-//! f16 is one `vcvtph2ps`, fp8 widens bytes to f16 bit patterns (see [`Fp8`]) and q4 shifts a
-//! broadcast 32-bit word by 0, 4, …, 28 and masks.
+//! f16 is one `vcvtph2ps`, and q4 shifts a broadcast 32-bit word by 0, 4, …, 28 and masks.
 
 use super::{Avx2Fma, Elem};
-use crate::scalar::{self, fp8_shape, q4_shape};
+use crate::scalar::{self, q4_shape};
 use crate::tile::{self, Decode};
-use crate::Fp8Format;
 use core::arch::x86_64::*;
 use half::{bf16, f16};
 
@@ -37,68 +36,6 @@ impl<E: Elem> Decode for Dense<'_, E> {
     #[inline(always)]
     fn scalar(&self, r: usize, j: usize, _: usize) -> f32 {
         self.w[r * self.k + j].to_f32()
-    }
-}
-
-/// FP8 weights with a scale per (row, block). Both formats decode through F16C:
-/// E5M2 *is* the top byte of an f16, so interleaving a zero byte below each code gives its exact
-/// f16 pattern. E4M3 (bias 7) placed as `sign << 15 | (code & 0x7f) << 7` is an f16 (bias 15)
-/// worth exactly `2⁻⁸` times the value, for normals and subnormals alike (E4M3 subnormals land on
-/// f16 subnormals); the `2⁸` is folded into the block scale. That pattern is one sign-extending
-/// widen, a shift by 7 and a mask (`0xbf80` drops the copy of the sign that lands in bit 14).
-/// The E4M3 NaN code `S.1111.111` would land on a finite f16 (`0x3f80`); adding `0x80` carries
-/// into bit 14 exactly for that code, and OR-ing bit 14 back makes the exponent all ones (NaN).
-/// 6 integer ops per 8 weights, against 10 for the straightforward mask-shift-compare version.
-struct Fp8<'a, const E4M3: bool> {
-    w: &'a [u8],
-    scales: &'a [f32],
-    block_k: usize,
-    blocks: usize,
-    k: usize,
-}
-
-impl<const E4M3: bool> Decode for Fp8<'_, E4M3> {
-    type L = Avx2Fma;
-    type P = __m256;
-    fn seg(&self) -> usize {
-        self.block_k
-    }
-    #[inline(always)]
-    unsafe fn params(&self, r: usize, s: usize) -> __m256 {
-        // SAFETY: r < rows and s < blocks, and scales holds rows·blocks entries (checked).
-        let scale = unsafe { *self.scales.get_unchecked(r * self.blocks + s) };
-        let scale = if E4M3 { scale * 256.0 } else { scale };
-        // SAFETY: the caller runs under the avx2 target feature.
-        unsafe { _mm256_set1_ps(scale) }
-    }
-    #[inline(always)]
-    unsafe fn load(&self, r: usize, j: usize, scale: __m256) -> __m256 {
-        // SAFETY: the 8 bytes (r, j..j+8) are inside w (caller's contract); the rest is register
-        // arithmetic under the avx2+f16c target features.
-        unsafe {
-            let b = _mm_loadl_epi64(self.w.as_ptr().add(r * self.k + j).cast());
-            let bits = if E4M3 {
-                let h = _mm_slli_epi16::<7>(_mm_cvtepi8_epi16(b));
-                let h = _mm_and_si128(h, _mm_set1_epi16(0xbf80_u16 as i16));
-                let nan = _mm_and_si128(
-                    _mm_add_epi16(h, _mm_set1_epi16(0x80)),
-                    _mm_set1_epi16(0x4000),
-                );
-                _mm_or_si128(h, nan)
-            } else {
-                _mm_unpacklo_epi8(_mm_setzero_si128(), b)
-            };
-            _mm256_mul_ps(_mm256_cvtph_ps(bits), scale)
-        }
-    }
-    #[inline(always)]
-    fn scalar(&self, r: usize, j: usize, s: usize) -> f32 {
-        let format = if E4M3 {
-            Fp8Format::E4M3
-        } else {
-            Fp8Format::E5M2
-        };
-        scalar::fp8_to_f32(format, self.w[r * self.k + j]) * self.scales[r * self.blocks + s]
     }
 }
 
@@ -192,46 +129,6 @@ pub fn gemm_f16(_: Avx2Fma, w: &[f16], x: &[f32], k: usize, out: &mut [f32]) {
     let (rows, n_tok) = scalar::gemm_shape(w.len(), x.len(), k, out.len());
     // SAFETY: the token proves avx2+fma+f16c; gemm_shape checked the layout.
     unsafe { gemm_imp(&Dense { w, k }, x, k, rows, n_tok, out) }
-}
-
-/// See [`crate::Kernels::gemm_fp8`].
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_fp8(
-    _: Avx2Fma,
-    format: Fp8Format,
-    w: &[u8],
-    scales: &[f32],
-    block_k: usize,
-    x: &[f32],
-    k: usize,
-    out: &mut [f32],
-) {
-    let (rows, n_tok, blocks) = fp8_shape(w, scales, block_k, x, k, out);
-    // SAFETY: the token proves avx2+fma+f16c; fp8_shape checked the layout and the scales.
-    unsafe {
-        match format {
-            Fp8Format::E4M3 => {
-                let d = Fp8::<true> {
-                    w,
-                    scales,
-                    block_k,
-                    blocks,
-                    k,
-                };
-                gemm_imp(&d, x, k, rows, n_tok, out)
-            }
-            Fp8Format::E5M2 => {
-                let d = Fp8::<false> {
-                    w,
-                    scales,
-                    block_k,
-                    blocks,
-                    k,
-                };
-                gemm_imp(&d, x, k, rows, n_tok, out)
-            }
-        }
-    }
 }
 
 /// See [`crate::Kernels::gemm_q4`].

@@ -5,10 +5,14 @@
 //! implementation. Results differ from [`crate::scalar`] only by summation order (several
 //! accumulators, then a horizontal sum) and by fused multiply-adds.
 
+mod fp8;
 mod gemm;
+mod int8;
 mod vec;
 
-pub use gemm::{gemm_bf16, gemm_f16, gemm_f32, gemm_fp8, gemm_q4};
+pub use fp8::gemm_fp8;
+pub use gemm::{gemm_bf16, gemm_f16, gemm_f32, gemm_q4};
+pub use int8::{gemm_q4x16_q8, gemm_q8x16_q8};
 pub use vec::{axpy, axpy_bf16, axpy_f16, dot_bf16, dot_f16, dot_f32, rms_norm, silu_mul, softmax};
 
 pub use super::Avx2Fma;

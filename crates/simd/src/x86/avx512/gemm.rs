@@ -1,7 +1,8 @@
-//! AVX-512 matmuls for every weight format, on the shared [`crate::tile`] driver.
+//! AVX-512 matmuls for the dense formats and f32-activation q4, on the shared [`crate::tile`]
+//! driver (FP8 has its own kernel in `fp8.rs`).
 //!
 //! Same decoding as the AVX2 level, 16 lanes wide: bf16 is zero-extend + shift, f16 one
-//! `vcvtph2ps zmm`, fp8 widens 16 bytes to f16 bit patterns in a ymm, q4 duplicates each of 8
+//! `vcvtph2ps zmm`, q4 duplicates each of 8
 //! bytes and shifts the pairs by 0/4. Tile: 4 rows × 6 tokens = 24 accumulators + 4 weight
 //! vectors out of 32 zmm registers. `vdpbf16ps` (AVX512-BF16) is not used: it rounds the
 //! activations to bf16, which the f32 reference does not.
@@ -10,9 +11,8 @@
 //! `Isa::Avx512.is_available()`.
 
 use super::Avx512;
-use crate::scalar::{self, fp8_shape, q4_shape};
+use crate::scalar::{self, q4_shape};
 use crate::tile::{self, Decode, Lanes};
-use crate::Fp8Format;
 use core::arch::x86_64::*;
 use half::{bf16, f16};
 
@@ -111,59 +111,6 @@ impl<E: Elem16> Decode for Dense<'_, E> {
     }
 }
 
-/// FP8 through f16 bit patterns, as documented on the AVX2 level's decoder.
-struct Fp8<'a, const E4M3: bool> {
-    w: &'a [u8],
-    scales: &'a [f32],
-    block_k: usize,
-    blocks: usize,
-    k: usize,
-}
-
-impl<const E4M3: bool> Decode for Fp8<'_, E4M3> {
-    type L = Avx512;
-    type P = __m512;
-    fn seg(&self) -> usize {
-        self.block_k
-    }
-    #[inline(always)]
-    unsafe fn params(&self, r: usize, s: usize) -> __m512 {
-        // SAFETY: r < rows and s < blocks, and scales holds rows·blocks entries (checked).
-        let scale = unsafe { *self.scales.get_unchecked(r * self.blocks + s) };
-        let scale = if E4M3 { scale * 256.0 } else { scale };
-        // SAFETY: the caller runs under the avx512f target feature.
-        unsafe { _mm512_set1_ps(scale) }
-    }
-    #[inline(always)]
-    unsafe fn load(&self, r: usize, j: usize, scale: __m512) -> __m512 {
-        // SAFETY: the 16 bytes (r, j..j+16) are inside w (caller's contract); the rest is
-        // register arithmetic under avx512f/bw/vl + avx2 + f16c.
-        unsafe {
-            let b = _mm_loadu_si128(self.w.as_ptr().add(r * self.k + j).cast());
-            let bits = if E4M3 {
-                let h = _mm256_slli_epi16::<7>(_mm256_cvtepi8_epi16(b));
-                let h = _mm256_and_si256(h, _mm256_set1_epi16(0xbf80_u16 as i16));
-                let nan = _mm256_and_si256(
-                    _mm256_add_epi16(h, _mm256_set1_epi16(0x80)),
-                    _mm256_set1_epi16(0x4000),
-                );
-                _mm256_or_si256(h, nan)
-            } else {
-                _mm256_slli_epi16::<8>(_mm256_cvtepu8_epi16(b))
-            };
-            _mm512_mul_ps(_mm512_cvtph_ps(bits), scale)
-        }
-    }
-    fn scalar(&self, r: usize, j: usize, s: usize) -> f32 {
-        let format = if E4M3 {
-            Fp8Format::E4M3
-        } else {
-            Fp8Format::E5M2
-        };
-        scalar::fp8_to_f32(format, self.w[r * self.k + j]) * self.scales[r * self.blocks + s]
-    }
-}
-
 struct Q4<'a> {
     w: &'a [u8],
     scales: &'a [f32],
@@ -246,46 +193,6 @@ pub fn gemm_f16(_: Avx512, w: &[f16], x: &[f32], k: usize, out: &mut [f32]) {
     let (rows, n_tok) = scalar::gemm_shape(w.len(), x.len(), k, out.len());
     // SAFETY: the token proves the level; gemm_shape checked the layout.
     unsafe { gemm_imp(&Dense { w, k }, x, k, rows, n_tok, out) }
-}
-
-/// See [`crate::Kernels::gemm_fp8`].
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_fp8(
-    _: Avx512,
-    format: Fp8Format,
-    w: &[u8],
-    scales: &[f32],
-    block_k: usize,
-    x: &[f32],
-    k: usize,
-    out: &mut [f32],
-) {
-    let (rows, n_tok, blocks) = fp8_shape(w, scales, block_k, x, k, out);
-    // SAFETY: the token proves the level; fp8_shape checked the layout and the scales.
-    unsafe {
-        match format {
-            Fp8Format::E4M3 => {
-                let d = Fp8::<true> {
-                    w,
-                    scales,
-                    block_k,
-                    blocks,
-                    k,
-                };
-                gemm_imp(&d, x, k, rows, n_tok, out)
-            }
-            Fp8Format::E5M2 => {
-                let d = Fp8::<false> {
-                    w,
-                    scales,
-                    block_k,
-                    blocks,
-                    k,
-                };
-                gemm_imp(&d, x, k, rows, n_tok, out)
-            }
-        }
-    }
 }
 
 /// See [`crate::Kernels::gemm_q4`].

@@ -1,10 +1,14 @@
 //! AVX-512 F/BW/VL kernels (512-bit, 16 f32 lanes) for the matmuls; the element-wise kernels,
 //! which are a small share of a forward pass, reuse the AVX2 ones.
 
+mod fp8;
 mod gemm;
+mod int8;
 
 pub use super::Avx512;
-pub use gemm::{gemm_bf16, gemm_f16, gemm_f32, gemm_fp8, gemm_q4};
+pub use fp8::gemm_fp8;
+pub use gemm::{gemm_bf16, gemm_f16, gemm_f32, gemm_q4};
+pub use int8::{gemm_q4x16_q8, gemm_q8x16_q8};
 
 use super::avx2;
 use half::{bf16, f16};

@@ -1,0 +1,904 @@
+//! End-to-end tests of the `qwen3-infer` binary on the reference fixtures in testdata/.
+//!
+//! The fixtures come with transformers' outputs computed in f32: greedy continuations, per-token
+//! log-probabilities, and (for the full-vocabulary model with the real tokenizer) chat-template
+//! strings and their ids. The engine also computes in f32, so greedy ids must match exactly
+//! (every fixture's smallest top-1/top-2 gap is ≥ 0.022) and log-probs to 1e-3 (summation
+//! order is the only difference; the library's golden tests pin logits to about 1e-4).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_qwen3-infer");
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/fixtures")
+        .join(name)
+}
+
+fn reference(name: &str) -> Value {
+    let text = std::fs::read_to_string(fixture(name).join("reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The binary with a controlled environment: no backtraces hidden by luck, no real HF cache,
+/// and an f32 KV cache (unless a test passes --kv-type): the references are f32 arithmetic, and
+/// the default f16 cache moves these random models' logits by up to ~0.1 (see the qwen3 crate's
+/// kv tests), more than the 1e-3 the log-prob checks allow.
+fn cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env("RUST_BACKTRACE", "1")
+        .env("QWEN3_INFER_KV_TYPE", "f32")
+        .env("HF_HUB_OFFLINE", "1")
+        .env(
+            "HF_HUB_CACHE",
+            std::env::temp_dir().join("qwen3-infer-test-empty-cache"),
+        )
+        .stdin(Stdio::null());
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    cmd(args).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs a command that must succeed and print one JSON object.
+fn run_json(args: &[&str]) -> Value {
+    let o = run(args);
+    assert!(o.status.success(), "{args:?} failed: {}", stderr(&o));
+    serde_json::from_str(stdout(&o).trim())
+        .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", stdout(&o)))
+}
+
+fn ids_of(v: &Value) -> Vec<u64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect()
+}
+
+fn csv(ids: &[u64]) -> String {
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// A failure must be exactly one `error: ...` line on stderr and a non-zero exit.
+fn assert_one_line_error(args: &[&str], expect: &str) {
+    let o = run(args);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{args:?} succeeded: {}", stdout(&o));
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{args:?} panicked: {err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{args:?}: not one line: {err}");
+    assert!(err.starts_with("error: "), "{args:?}: {err}");
+    assert!(
+        err.contains(expect),
+        "{args:?}: expected `{expect}` in: {err}"
+    );
+}
+
+#[test]
+fn greedy_ids_match_the_reference() {
+    // Unquantized formats, one sharded; the library's golden tests cover the quantized ones.
+    for name in ["bf16", "f16", "bf16_sharded"] {
+        let dir = fixture(name);
+        let dir = dir.to_str().unwrap();
+        for prompt in reference(name)["prompts"].as_array().unwrap() {
+            let ids = csv(&ids_of(&prompt["input_ids"]));
+            let out = run_json(&[
+                "-m",
+                dir,
+                "--ids",
+                &ids,
+                "-t",
+                "0",
+                "-l",
+                "32",
+                "--ignore-eos",
+                "--json",
+            ]);
+            assert_eq!(
+                ids_of(&out["ids"]),
+                ids_of(&prompt["greedy_ids"]),
+                "{name} {}",
+                prompt["name"]
+            );
+            assert_eq!(out["stop_reason"], "length");
+            assert_eq!(
+                out["prompt_tokens"].as_u64().unwrap() as usize,
+                ids.split(',').count()
+            );
+            assert!(out.get("text").is_none(), "no tokenizer, so no text");
+            for key in [
+                "load_s",
+                "prefill_s",
+                "decode_s",
+                "prefill_tok_s",
+                "decode_tok_s",
+            ] {
+                assert!(out["timings"][key].as_f64().unwrap() >= 0.0, "{key}");
+            }
+        }
+    }
+}
+
+#[test]
+fn greedy_with_every_engine_option() {
+    // The options must be accepted and leave greedy output unchanged on the f32 KV cache and
+    // the scalar kernels (the oracle every other ISA is tested against).
+    let prompt = &reference("bf16")["prompts"][1];
+    let ids = csv(&ids_of(&prompt["input_ids"]));
+    let dir = fixture("bf16");
+    let out = run_json(&[
+        "-m",
+        dir.to_str().unwrap(),
+        "--ids",
+        &ids,
+        "-t",
+        "0",
+        "-l",
+        "32",
+        "--ignore-eos",
+        "--json",
+        "--isa",
+        "scalar",
+        "--threads",
+        "1",
+        "--kv-type",
+        "f32",
+        "--ctx-size",
+        "64",
+        "-s",
+        "7",
+    ]);
+    assert_eq!(ids_of(&out["ids"]), ids_of(&prompt["greedy_ids"]));
+}
+
+#[test]
+fn sampling_is_reproducible_with_a_seed() {
+    let dir = fixture("bf16");
+    let args = [
+        "-m",
+        dir.to_str().unwrap(),
+        "--ids",
+        "5,6,7",
+        "-t",
+        "1.0",
+        "-k",
+        "40",
+        "-P",
+        "0.9",
+        "-s",
+        "42",
+        "-l",
+        "16",
+        "--json",
+    ];
+    let a = run_json(&args);
+    let b = run_json(&args);
+    assert_eq!(a["ids"], b["ids"]);
+    assert_eq!(ids_of(&a["ids"]).len(), 16);
+}
+
+#[test]
+fn perplexity_logprobs_match_the_reference() {
+    let r = reference("bf16");
+    let ids: Vec<u64> = ids_of(&r["prompts"].as_array().unwrap().last().unwrap()["input_ids"]);
+    let expected: Vec<f64> = r["perplexity"]["token_logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(expected.len(), ids.len() - 1);
+    let dir = fixture("bf16");
+    let out = run_json(&[
+        "perplexity",
+        "-m",
+        dir.to_str().unwrap(),
+        "--ids",
+        &csv(&ids),
+        "--json",
+    ]);
+    let got: Vec<f64> = out["logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(got.len(), expected.len());
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert!((g - e).abs() < 1e-3, "logprob {i}: {g} vs {e}");
+    }
+    let mean_nll = -got.iter().sum::<f64>() / got.len() as f64;
+    assert!((out["mean_nll"].as_f64().unwrap() - mean_nll).abs() < 1e-9);
+    assert!((mean_nll - r["perplexity"]["mean_nll"].as_f64().unwrap()).abs() < 1e-3);
+
+    // Windows of 50 overlapping by one still predict every token once; the first window is the
+    // same computation as above.
+    let windowed = run_json(&[
+        "perplexity",
+        "-m",
+        dir.to_str().unwrap(),
+        "--ids",
+        &csv(&ids),
+        "--ctx",
+        "50",
+        "--json",
+    ]);
+    let w: Vec<f64> = windowed["logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(w.len(), expected.len());
+    assert_eq!(windowed["windows"], 5);
+    for i in 0..49 {
+        assert!((w[i] - expected[i]).abs() < 1e-3, "windowed logprob {i}");
+    }
+
+    let plain = run(&[
+        "perplexity",
+        "-m",
+        dir.to_str().unwrap(),
+        "--ids",
+        &csv(&ids),
+    ]);
+    assert!(plain.status.success());
+    assert!(
+        stdout(&plain).starts_with("perplexity: "),
+        "{}",
+        stdout(&plain)
+    );
+}
+
+/// The full-vocabulary fixture's text prompts: template strings, ids and greedy continuations.
+#[test]
+fn text_prompts_match_the_reference() {
+    let dir = fixture("bf16_fullvocab");
+    let dir = dir.to_str().unwrap();
+    for tp in reference("bf16_fullvocab")["text_prompts"]
+        .as_array()
+        .unwrap()
+    {
+        let text = tp["text"].as_str().unwrap();
+        for (variant, flags) in [
+            ("chat_thinking", &["--think"][..]),
+            ("chat_no_thinking", &["--no-think"][..]),
+            ("raw", &["--raw"][..]),
+        ] {
+            let want = &tp[variant];
+            if variant != "raw" {
+                let mut args = vec!["tokenize", "-m", dir, "--chat", "--json", text];
+                args.extend_from_slice(flags);
+                let tok = run_json(&args);
+                assert_eq!(
+                    tok["prompt"], want["string"],
+                    "{variant} string of {text:?}"
+                );
+                assert_eq!(
+                    ids_of(&tok["ids"]),
+                    ids_of(&want["input_ids"]),
+                    "{variant} ids of {text:?}"
+                );
+            }
+            let mut args = vec![
+                "-m",
+                dir,
+                "-p",
+                text,
+                "-t",
+                "0",
+                "-l",
+                "32",
+                "--ignore-eos",
+                "--json",
+            ];
+            args.extend_from_slice(flags);
+            let out = run_json(&args);
+            assert_eq!(
+                out["prompt_tokens"].as_u64().unwrap() as usize,
+                want["input_ids"].as_array().unwrap().len(),
+                "{variant} {text:?}"
+            );
+            assert_eq!(
+                ids_of(&out["ids"]),
+                ids_of(&want["greedy_ids"]),
+                "{variant} greedy ids of {text:?}"
+            );
+            assert_eq!(
+                out["text"], want["greedy_text"],
+                "{variant} greedy text of {text:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn tokenize_raw_prints_ids_for_ids() {
+    let tp = &reference("bf16_fullvocab")["text_prompts"][0];
+    let dir = fixture("bf16_fullvocab");
+    let o = run(&[
+        "tokenize",
+        "-m",
+        dir.to_str().unwrap(),
+        tp["text"].as_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), csv(&ids_of(&tp["raw"]["input_ids"])));
+}
+
+#[test]
+fn streamed_text_is_the_greedy_text() {
+    let tp = &reference("bf16_fullvocab")["text_prompts"][1];
+    let dir = fixture("bf16_fullvocab");
+    let o = run(&[
+        "-m",
+        dir.to_str().unwrap(),
+        "-p",
+        tp["text"].as_str().unwrap(),
+        "--raw",
+        "-t",
+        "0",
+        "-l",
+        "32",
+        "--ignore-eos",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Piped stdout: no escape codes; special tokens are not printed.
+    let want = tp["raw"]["greedy_text"]
+        .as_str()
+        .unwrap()
+        .replace("<|im_end|>", "")
+        .replace("<|endoftext|>", "")
+        .replace("<|im_start|>", "");
+    assert_eq!(stdout(&o), format!("{want}\n"));
+}
+
+#[test]
+fn verbose_reports_speeds_memory_isa_and_threads() {
+    let dir = fixture("bf16");
+    let o = run(&[
+        "-m",
+        dir.to_str().unwrap(),
+        "--ids",
+        "1,2,3",
+        "-t",
+        "0",
+        "-l",
+        "4",
+        "-v",
+        "--threads",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    for needle in [
+        "loaded in",
+        "isa ",
+        "2 threads",
+        "prompt: 3 tokens prefilled",
+        "tok/s",
+        "decode: 4 tokens",
+        "memory: peak",
+    ] {
+        assert!(err.contains(needle), "missing `{needle}` in: {err}");
+    }
+    // Without a tokenizer the ids are streamed.
+    assert_eq!(stdout(&o).split_whitespace().count(), 4);
+}
+
+/// Parses the `-v` line "prompt: N tokens prefilled (M reused from the cache)" into (N, M).
+fn prefill_lines(err: &str) -> Vec<(usize, usize)> {
+    err.lines()
+        .filter_map(|l| l.strip_prefix("prompt: "))
+        .filter_map(|l| {
+            let n = l.split_whitespace().next()?.parse().ok()?;
+            let reused = l
+                .split_once('(')
+                .and_then(|(_, r)| r.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0);
+            Some((n, reused))
+        })
+        .collect()
+}
+
+#[test]
+fn chat_keeps_the_cache_across_turns() {
+    use std::io::Write;
+    let dir = fixture("bf16_fullvocab");
+    let mut child = cmd(&[
+        "-m",
+        dir.to_str().unwrap(),
+        "-i",
+        "-t",
+        "0",
+        "-l",
+        "8",
+        "-v",
+        "--think",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Hello there\n\nHow are you?\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).lines().filter(|l| !l.trim().is_empty()).count(),
+        2,
+        "two answers: {}",
+        stdout(&o)
+    );
+    let turns = prefill_lines(&stderr(&o));
+    assert_eq!(turns.len(), 2, "{}", stderr(&o));
+    let (first, reused_first) = turns[0];
+    let (second, reused_second) = turns[1];
+    assert_eq!(reused_first, 0);
+    // Turn 2 reuses at least the whole first prompt and prefills only the rest.
+    assert!(
+        reused_second >= first,
+        "turn 2 reused {reused_second} of a first prompt of {first}"
+    );
+    assert!(
+        second < reused_second,
+        "turn 2 prefilled {second} tokens, more than it reused"
+    );
+}
+
+#[test]
+fn chat_commands() {
+    use std::io::Write;
+    let dir = fixture("bf16_fullvocab");
+    let mut child = cmd(&[
+        "-m",
+        dir.to_str().unwrap(),
+        "-i",
+        "-t",
+        "0",
+        "-l",
+        "4",
+        "-v",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let script = "/help\n/no_think\n/system Be brief.\nHi\n/clear\n/bogus\n/exit\nnever answered\n";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    for needle in [
+        "/system <text>",
+        "[thinking off]",
+        "[system prompt set]",
+        "[new conversation]",
+        "unknown command /bogus",
+    ] {
+        assert!(err.contains(needle), "missing `{needle}` in: {err}");
+    }
+    assert_eq!(prefill_lines(&err).len(), 1, "only `Hi` is answered: {err}");
+    assert!(
+        err.contains("<|im_start|>system\\nBe brief.") || !err.contains("rendered prompt"),
+        "{err}"
+    );
+}
+
+#[test]
+fn chat_reports_a_full_context() {
+    use std::io::Write;
+    let dir = fixture("bf16_fullvocab");
+    let mut child = cmd(&[
+        "-m",
+        dir.to_str().unwrap(),
+        "-i",
+        "-t",
+        "0",
+        "-l",
+        "4",
+        "--ctx-size",
+        "24",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Hi\nTell me a much longer story about the sea please\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("context full"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"));
+}
+
+/// A fake Hugging Face cache holding the bf16 fixture as `repo`.
+fn fake_cache(root: &Path, repo: &str) {
+    let repo_dir = root.join(format!("models--{}", repo.replace('/', "--")));
+    let snapshot = repo_dir.join("snapshots").join("0123abcd");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
+    std::fs::write(repo_dir.join("refs").join("main"), "0123abcd").unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("bf16").join(file), snapshot.join(file)).unwrap();
+    }
+}
+
+#[test]
+fn repo_ids_resolve_through_the_hf_cache() {
+    let root = std::env::temp_dir().join(format!("qwen3-infer-cache-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    fake_cache(&root.join("hf_home").join("hub"), "Test/Tiny");
+    fake_cache(&root.join("hub_cache"), "Qwen/Qwen3-4B");
+    let want = ids_of(&reference("bf16")["prompts"][1]["greedy_ids"]);
+    let ids = csv(&ids_of(&reference("bf16")["prompts"][1]["input_ids"]));
+    let greedy = [
+        "--ids",
+        &ids,
+        "-t",
+        "0",
+        "-l",
+        "32",
+        "--ignore-eos",
+        "--json",
+    ];
+
+    // HF_HOME/hub.
+    let mut c = cmd(&[&["-m", "Test/Tiny"][..], &greedy].concat());
+    c.env_remove("HF_HUB_CACHE")
+        .env("HF_HOME", root.join("hf_home"));
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        ids_of(&serde_json::from_slice::<Value>(&o.stdout).unwrap()["ids"]),
+        want
+    );
+
+    // No -m, no ../models/Qwen/Qwen3-4B/ next to the working directory: Qwen/Qwen3-4B from
+    // HF_HUB_CACHE.
+    let cwd = root.join("work").join("here");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let mut c = cmd(&greedy);
+    c.env("HF_HUB_CACHE", root.join("hub_cache"))
+        .current_dir(&cwd);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        ids_of(&serde_json::from_slice::<Value>(&o.stdout).unwrap()["ids"]),
+        want
+    );
+
+    // Not cached and offline: say so, and how to fetch it.
+    let mut c = cmd(&["-m", "Test/Missing", "--ids", "1"]);
+    c.env("HF_HUB_CACHE", root.join("hub_cache"));
+    let o = c.output().unwrap();
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("not in the Hugging Face cache")
+            && err.contains("huggingface-cli download Test/Missing"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn bad_input_gives_one_line_and_a_failure_status() {
+    let bf16 = fixture("bf16");
+    let bf16 = bf16.to_str().unwrap();
+    let full = fixture("bf16_fullvocab");
+    let full = full.to_str().unwrap();
+    let not_a_model = fixture("");
+    let not_a_model = not_a_model.to_str().unwrap();
+    let other_isa = if cfg!(target_arch = "x86_64") {
+        "neon"
+    } else {
+        "avx512"
+    };
+
+    let cases: &[(&[&str], &str)] = &[
+        // Model location.
+        (
+            &["-m", "/nonexistent/models/Qwen3-4B", "--ids", "1"],
+            "huggingface-cli download Qwen/Qwen3-4B",
+        ),
+        (&["-m", not_a_model, "--ids", "1"], "has no config.json"),
+        (
+            &["-m", &format!("{bf16}/model.safetensors"), "--ids", "1"],
+            "is a file",
+        ),
+        // Prompts.
+        (&["-m", bf16, "-p", "Hello"], "has no tokenizer.json"),
+        (&["tokenize", "-m", bf16, "Hello"], "has no tokenizer.json"),
+        (
+            &["-m", bf16, "--ids", "1,2,3,4,5", "--ctx-size", "4"],
+            "longer than the context",
+        ),
+        (
+            &[
+                "-m",
+                full,
+                "-p",
+                "a prompt of several tokens",
+                "--ctx-size",
+                "8",
+            ],
+            "longer than the context",
+        ),
+        (
+            &["-m", bf16, "--ids", "1,5000"],
+            "token id 5000 is outside the vocabulary",
+        ),
+        (&["-m", bf16, "--ids", "1,x"], "not a token id"),
+        (
+            &["-m", bf16, "-f", "/nonexistent/prompt.txt"],
+            "cannot read prompt file /nonexistent/prompt.txt",
+        ),
+        (&["-m", full, "--raw"], "the prompt is empty"),
+        (&["-m", full, "--raw", "-p", ""], "the prompt is empty"),
+        (
+            &["perplexity", "-m", bf16, "--ids", "7"],
+            "at least 2 tokens",
+        ),
+        (
+            &["perplexity", "-m", bf16, "--ids", "7,5000"],
+            "outside the vocabulary",
+        ),
+        (&["perplexity", "-m", bf16], "needs an input"),
+        (
+            &["perplexity", "-m", bf16, "-f", "/nonexistent/wiki.txt"],
+            "cannot read prompt file",
+        ),
+        // Out-of-range values.
+        (
+            &["-m", bf16, "--ids", "1", "-t", "-1"],
+            "temperature must be >= 0",
+        ),
+        (
+            &["-m", bf16, "--ids", "1", "-P", "0"],
+            "top-p must be in (0, 1]",
+        ),
+        (
+            &["-m", bf16, "--ids", "1", "-P", "1.5"],
+            "top-p must be in (0, 1]",
+        ),
+        (
+            &["-m", bf16, "--ids", "1", "-k", "-3"],
+            "top-k must be >= 0",
+        ),
+        (
+            &["-m", bf16, "--ids", "1", "--min-p", "2"],
+            "min-p must be in [0, 1]",
+        ),
+        (
+            &["-m", bf16, "--ids", "1", "--repeat-penalty", "0"],
+            "repeat penalty must be > 0",
+        ),
+        (
+            &["-m", bf16, "--ids", "1", "-l", "0"],
+            "--max-length must be at least 1",
+        ),
+        (
+            &["-m", bf16, "--ids", "1", "--ctx-size", "0"],
+            "--ctx-size must be at least 1",
+        ),
+        (
+            &["-m", bf16, "--ids", "1", "--threads", "0"],
+            "--threads must be at least 1",
+        ),
+        (
+            &["-m", bf16, "--ids", "1", "--isa", "sse9"],
+            "unknown instruction set",
+        ),
+        (
+            &["-m", bf16, "--ids", "1", "--isa", other_isa],
+            "this CPU does not have it",
+        ),
+        (
+            &["-m", bf16, "--ids", "1", "--kv-type", "q8"],
+            "--kv-type: unknown type",
+        ),
+        (
+            &["perplexity", "-m", bf16, "--ids", "1,2", "--ctx", "1"],
+            "--ctx must be at least 2",
+        ),
+        (
+            &["-m", bf16, "--ids", "1", "-t", "abc"],
+            "invalid value 'abc'",
+        ),
+        // Command-line mistakes clap catches.
+        (&["--bogus"], "unexpected argument '--bogus'"),
+        (
+            &["-m", bf16, "--ids", "1", "-p", "x"],
+            "cannot be used with",
+        ),
+    ];
+    for (args, expect) in cases {
+        assert_one_line_error(args, expect);
+    }
+}
+
+#[test]
+fn help_and_version_succeed() {
+    let o = run(&["--help"]);
+    assert!(o.status.success());
+    let help = stdout(&o);
+    for flag in [
+        "--model",
+        "--prompt",
+        "--temperature",
+        "--top-k",
+        "--top-p",
+        "--max-length",
+        "--seed",
+        "--interactive",
+        "--verbose",
+        "--think",
+        "--no-think",
+        "--system",
+        "--raw",
+        "--min-p",
+        "--repeat-penalty",
+        "--presence-penalty",
+        "--ctx-size",
+        "--threads",
+        "--isa",
+        "--kv-type",
+        "--ignore-eos",
+        "--hide-think",
+        "--json",
+        "--ids",
+        "perplexity",
+        "tokenize",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    for short in [
+        "-m,", "-p,", "-t,", "-k,", "-P,", "-l,", "-s,", "-i,", "-v,", "-h,",
+    ] {
+        assert!(help.contains(short), "--help lacks {short}");
+    }
+    assert!(run(&["--version"]).status.success());
+    assert!(run(&["perplexity", "--help"]).status.success());
+}
+
+/// Greedy `--json` ids of a fixture's prompt `index` with extra flags.
+fn greedy(name: &str, index: usize, extra: &[&str]) -> (Vec<u64>, Vec<u64>) {
+    let prompt = &reference(name)["prompts"][index];
+    let dir = fixture(name);
+    let ids = csv(&ids_of(&prompt["input_ids"]));
+    let mut args = vec![
+        "-m",
+        dir.to_str().unwrap(),
+        "--ids",
+        &ids,
+        "-t",
+        "0",
+        "-l",
+        "32",
+        "--ignore-eos",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = run_json(&args);
+    (ids_of(&out["ids"]), ids_of(&prompt["greedy_ids"]))
+}
+
+#[test]
+fn quantized_checkpoints_load_with_no_flag() {
+    for name in [
+        "awq",
+        "awq_f16",
+        "fp8_block",
+        "fp8_block_f16scale",
+        "fp8_dynamic",
+        "fp8_tensor",
+        "fp8_tensor_e5m2",
+    ] {
+        let (got, want) = greedy(name, 2, &[]);
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+#[test]
+fn max_memory_streams_layers_with_the_same_tokens() {
+    // 13M on the bf16 fixture at --ctx-size 256: one layer resident, three streamed (the plan's
+    // report says so under -v); the tokens are the reference's.
+    let dir = fixture("bf16");
+    let prompt = &reference("bf16")["prompts"][1];
+    let ids = csv(&ids_of(&prompt["input_ids"]));
+    let args = [
+        "-m",
+        dir.to_str().unwrap(),
+        "--ids",
+        &ids,
+        "-t",
+        "0",
+        "-l",
+        "32",
+        "--ignore-eos",
+        "--json",
+        "--ctx-size",
+        "256",
+        "--max-memory",
+        "13M",
+        "-v",
+    ];
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("1 of 4 layers resident, 3 streamed"),
+        "{}",
+        stderr(&o)
+    );
+    let out: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(ids_of(&out["ids"]), ids_of(&prompt["greedy_ids"]));
+    assert_one_line_error(
+        &[
+            "-m",
+            dir.to_str().unwrap(),
+            "--ids",
+            "1",
+            "--max-memory",
+            "2M",
+        ],
+        "memory budget",
+    );
+    assert_one_line_error(
+        &[
+            "-m",
+            dir.to_str().unwrap(),
+            "--ids",
+            "1",
+            "--max-memory",
+            "lots",
+        ],
+        "--max-memory",
+    );
+}
+
+#[test]
+fn lm_head_q8_keeps_the_greedy_tokens() {
+    // The q8 lm_head moves these fixtures' log-probs by < 0.5 (qwen3's quantized_options
+    // tests); their greedy gaps are wider, so the tokens stay the reference's.
+    let (got, want) = greedy("bf16", 1, &["--lm-head", "q8"]);
+    assert_eq!(got, want);
+    let dir = fixture("bf16");
+    assert_one_line_error(
+        &["-m", dir.to_str().unwrap(), "--ids", "1", "--lm-head", "q4"],
+        "--lm-head",
+    );
+}

@@ -1,0 +1,716 @@
+//! Many sequences over one paged KV pool, decoded together, with a radix prefix cache.
+//!
+//! Design (vLLM's paged KV with SGLang's RadixAttention on top):
+//!
+//! - **Paged KV.** Every sequence of a [`BatchEngine`] keeps its keys and values in blocks of
+//!   `block_size` positions from one bounded [`PagedKvCache`] pool; attention walks the
+//!   sequence's block table. Memory is committed block by block.
+//! - **Batched decode.** [`BatchEngine::decode`] stacks the current token of every listed
+//!   sequence as one row of a single forward pass: each linear layer reads its weights once per
+//!   step for all of them (decode is bound by weight bandwidth, so B sequences cost little more
+//!   than one), and attention runs per row over that row's own blocks.
+//! - **Prefix cache.** A [`RadixTree`] paged like the pool (one tree page = one KV block) maps
+//!   token prefixes to the blocks holding their KV. [`BatchEngine::add_sequence`] reuses the
+//!   blocks of the longest cached whole-block prefix (at most `prompt.len() - 1` tokens, since
+//!   the last prompt token must run to give logits) and [`BatchEngine::prefill`] computes only
+//!   the rest. Each cached block holds one pool reference owned by the tree; a running sequence
+//!   holds its own reference and locks its path so eviction skips what is in use. After a
+//!   prefill and when a sequence ends, its whole blocks are inserted. When the pool runs short,
+//!   least recently used unlocked leaves are evicted and their blocks released.
+//! - **Scheduling.** [`BatchEngine::run`] admits requests in order while fewer than
+//!   `max_batch` run and the pool (after evicting cached blocks) can hold every running
+//!   request's worst case (prompt + `max_new_tokens`), so a step never runs out of blocks
+//!   mid-way; others wait until a sequence finishes.
+//!
+//! Costs: a reused prefix costs nothing but its blocks; a prompt that diverges inside a block
+//! recomputes that whole block (block-granular reuse). Numerics are those of a [`crate::Session`]
+//! up to summation order: batched rows go through the same kernels.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use nano_infer_kvcache::{
+    BlockId, BlockPool, BlockPoolConfig, KvError, NodeId, PagedKvCache, RadixTree, SeqId,
+};
+
+use crate::attention::PagedSeqs;
+use crate::model::RunState;
+use crate::{Logits, Model, ModelError, Sampler, SamplingParams, StopReason};
+
+/// Shape and policy of a [`BatchEngine`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Token positions per KV block, and per prefix-cache page (reuse is block-granular).
+    pub block_size: usize,
+    /// Bound on the pool's KV memory: running sequences and cached prefixes together. Storage
+    /// grows lazily up to it.
+    pub kv_budget_bytes: usize,
+    /// Most sequences [`BatchEngine::run`] decodes together in one forward pass (0 counts as 1).
+    pub max_batch: usize,
+    /// Reuse the KV of cached prefixes; off, every prompt is prefilled in full.
+    pub prefix_cache: bool,
+    /// Longest prefill forward pass in tokens (0 counts as 1): longer prompts run in chunks,
+    /// which bounds activation memory at `prefill_chunk * (hidden + 2 * intermediate + ...)`.
+    pub prefill_chunk: usize,
+}
+
+impl Default for EngineOptions {
+    /// Blocks of 16, a 2 GiB pool, 8 sequences per step, prefix cache on, 512-token chunks.
+    fn default() -> Self {
+        Self {
+            block_size: 16,
+            kv_budget_bytes: 2 << 30,
+            max_batch: 8,
+            prefix_cache: true,
+            prefill_chunk: 512,
+        }
+    }
+}
+
+/// Counters of a [`BatchEngine`] since it was made.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Prompt tokens of every sequence added.
+    pub prompt_tokens: u64,
+    /// Of those, tokens whose KV came from the prefix cache (prefill skipped): the hits.
+    pub cached_tokens: u64,
+    /// Tokens evicted from the prefix cache to make room.
+    pub evicted_tokens: u64,
+    /// Tokens the prefix cache holds now.
+    pub tree_tokens: usize,
+    /// Pool blocks in use now (running sequences and cached prefixes).
+    pub blocks_used: usize,
+    /// The pool's bound on blocks.
+    pub blocks_total: usize,
+}
+
+/// One request of [`BatchEngine::run`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchRequest {
+    /// Prompt token ids (at least one).
+    pub prompt: Vec<u32>,
+    pub sampling: SamplingParams,
+    pub max_new_tokens: usize,
+    pub stop_ids: Vec<u32>,
+    /// Keep generating past stop ids.
+    pub ignore_eos: bool,
+}
+
+/// The outcome of one [`BatchRequest`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchOutput {
+    /// Generated ids, the stop id included when there was one.
+    pub ids: Vec<u32>,
+    pub stop_reason: StopReason,
+    /// Length of the prompt.
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose KV came from the prefix cache (not prefilled).
+    pub cached_tokens: usize,
+    /// Time this request's prefill took.
+    pub prefill_time: Duration,
+    /// From its first generated token to its last (decode steps are shared with other
+    /// requests running at the same time).
+    pub decode_time: Duration,
+}
+
+/// Per-sequence state beside its block table.
+#[derive(Debug)]
+struct SeqState {
+    /// Every token fed, then prompt tokens not yet fed (`cache.len(seq)..`).
+    tokens: Vec<u32>,
+    /// Leading tokens reused from the prefix cache.
+    cached: usize,
+    /// The radix node this sequence locks (its cached path), if any.
+    node: Option<NodeId>,
+}
+
+/// Sequences over a paged KV pool with a shared radix prefix cache; see the module doc.
+#[derive(Debug)]
+pub struct BatchEngine<'m> {
+    model: &'m Model,
+    options: EngineOptions,
+    cache: PagedKvCache,
+    /// Token prefixes -> the block holding each token (one tree page per block).
+    tree: RadixTree<BlockId>,
+    seqs: HashMap<SeqId, SeqState>,
+    state: RunState,
+    logits: Vec<f32>,
+    chunk_logits: Vec<f32>,
+    /// A decode step's sequences, tokens and segment lengths (all 1).
+    step_seqs: Vec<SeqId>,
+    step_ids: Vec<u32>,
+    step_lens: Vec<usize>,
+    stats: CacheStats,
+}
+
+impl<'m> BatchEngine<'m> {
+    /// An engine with an empty pool and prefix cache; the pool holds
+    /// `kv_budget_bytes / block_bytes` blocks of the model's KV dtype.
+    pub fn new(model: &'m Model, options: &EngineOptions) -> Result<Self, ModelError> {
+        let c = model.config();
+        let mut cfg = BlockPoolConfig {
+            n_layers: c.num_hidden_layers,
+            n_kv_heads: c.n_kv_heads(),
+            head_dim: c.head_dim(),
+            block_size: options.block_size,
+            n_blocks: 0,
+            dtype: model.kv_dtype(),
+        };
+        if options.block_size == 0 {
+            return Err(KvError::InvalidConfig("block_size must be non-zero".into()).into());
+        }
+        cfg.n_blocks = options.kv_budget_bytes / cfg.block_bytes();
+        if cfg.n_blocks == 0 {
+            return Err(KvError::InvalidConfig(format!(
+                "a KV budget of {} bytes holds no block of {} bytes",
+                options.kv_budget_bytes,
+                cfg.block_bytes()
+            ))
+            .into());
+        }
+        let mut options = options.clone();
+        options.max_batch = options.max_batch.max(1);
+        options.prefill_chunk = options.prefill_chunk.max(1);
+        Ok(Self {
+            model,
+            cache: PagedKvCache::new(cfg, model.ctx_size())?,
+            tree: RadixTree::with_page_size(options.block_size),
+            options,
+            seqs: HashMap::new(),
+            state: RunState::default(),
+            logits: Vec::new(),
+            chunk_logits: Vec::new(),
+            step_seqs: Vec::new(),
+            step_ids: Vec::new(),
+            step_lens: Vec::new(),
+            stats: CacheStats {
+                blocks_total: cfg.n_blocks,
+                ..CacheStats::default()
+            },
+        })
+    }
+
+    /// The model this engine runs.
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
+    /// The options in effect.
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    /// The block pool, for memory figures.
+    pub fn pool(&self) -> &BlockPool {
+        self.cache.pool()
+    }
+
+    /// Counters and current occupancy.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            tree_tokens: self.tree.total_tokens(),
+            blocks_used: self.cache.pool().n_used(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// Starts a sequence for `prompt`: reuses the KV blocks of its longest cached whole-block
+    /// prefix (leaving at least one token to run) and computes nothing yet; call
+    /// [`BatchEngine::prefill`] next.
+    pub fn add_sequence(&mut self, prompt: &[u32]) -> Result<SeqId, ModelError> {
+        if prompt.is_empty() {
+            return Err(ModelError::EmptyInput);
+        }
+        let max = self.model.ctx_size();
+        if prompt.len() > max {
+            return Err(ModelError::ContextFull {
+                needed: prompt.len(),
+                max,
+            });
+        }
+        let (seq, cached, node) = if self.options.prefix_cache {
+            let m = self.tree.match_prefix(&prompt[..prompt.len() - 1]);
+            let blocks: Vec<BlockId> = m
+                .handles
+                .iter()
+                .step_by(self.options.block_size)
+                .copied()
+                .collect();
+            let seq = self.cache.add_sequence_with_prefix(&blocks, m.len)?;
+            self.tree.lock(m.node)?;
+            (seq, m.len, Some(m.node))
+        } else {
+            (self.cache.add_sequence(), 0, None)
+        };
+        self.stats.prompt_tokens += prompt.len() as u64;
+        self.stats.cached_tokens += cached as u64;
+        self.seqs.insert(
+            seq,
+            SeqState {
+                tokens: prompt.to_vec(),
+                cached,
+                node,
+            },
+        );
+        Ok(seq)
+    }
+
+    /// Prompt tokens of `seq` that came from the prefix cache.
+    pub fn cached_tokens(&self, seq: SeqId) -> Result<usize, ModelError> {
+        Ok(self.seq(seq)?.cached)
+    }
+
+    /// Every token of `seq` so far: fed ones, then any not yet prefilled.
+    pub fn tokens(&self, seq: SeqId) -> Result<&[u32], ModelError> {
+        Ok(&self.seq(seq)?.tokens)
+    }
+
+    /// Positions of `seq` in the cache.
+    pub fn len(&self, seq: SeqId) -> Result<usize, ModelError> {
+        Ok(self.cache.len(seq)?)
+    }
+
+    /// Number of live sequences.
+    pub fn n_sequences(&self) -> usize {
+        self.seqs.len()
+    }
+
+    /// Runs every token of `seq` not yet in the cache (the prompt less its cached prefix) in
+    /// chunks of at most `prefill_chunk`, then caches the sequence's whole blocks. Returns the
+    /// last position's logits `(vocab)` for [`Logits::Last`], every fed position's for `All`.
+    /// After an error the chunks that completed stay in the cache, and a retry goes on from
+    /// there.
+    pub fn prefill(&mut self, seq: SeqId, mode: Logits) -> Result<&[f32], ModelError> {
+        let start = self.cache.len(seq)?;
+        let end = self.seq(seq)?.tokens.len();
+        if start == end {
+            return Err(ModelError::EmptyInput);
+        }
+        self.logits.clear();
+        let mut pos = start;
+        while pos < end {
+            let n = (end - pos).min(self.options.prefill_chunk);
+            self.ensure_blocks(self.blocks_needed(seq, n)?)?;
+            let ids = &self.seqs[&seq].tokens[pos..pos + n];
+            let mut store = PagedSeqs {
+                cache: &mut self.cache,
+                seqs: std::slice::from_ref(&seq),
+            };
+            self.model.forward_segments(
+                ids,
+                &[n],
+                mode,
+                &mut store,
+                &mut self.state,
+                &mut self.chunk_logits,
+            )?;
+            match mode {
+                Logits::All => self.logits.extend_from_slice(&self.chunk_logits),
+                Logits::Last => std::mem::swap(&mut self.logits, &mut self.chunk_logits),
+            }
+            pos += n;
+        }
+        if self.options.prefix_cache {
+            self.cache_sequence(seq)?;
+        }
+        Ok(&self.logits)
+    }
+
+    /// Appends `ids` to `seq` and runs them like [`BatchEngine::prefill`] (a follow-up turn).
+    pub fn extend(&mut self, seq: SeqId, ids: &[u32], mode: Logits) -> Result<&[f32], ModelError> {
+        if ids.is_empty() {
+            return Err(ModelError::EmptyInput);
+        }
+        let len = self.cache.len(seq)?;
+        let s = self.seq_mut(seq)?;
+        if s.tokens.len() != len {
+            return Err(ModelError::NotPrefilled(seq.0));
+        }
+        s.tokens.extend_from_slice(ids);
+        let result = self.prefill(seq, mode).map(|_| ());
+        if result.is_err() {
+            // Earlier chunks may have run: drop them too, so the sequence is as it was.
+            self.cache.truncate(seq, len)?;
+            if let Some(s) = self.seqs.get_mut(&seq) {
+                s.tokens.truncate(len);
+            }
+        }
+        result.map(|()| &self.logits[..])
+    }
+
+    /// One decode step for several sequences in one forward pass: feeds `token` to each listed
+    /// sequence and returns logits `(steps.len(), vocab)`, row `i` for `steps[i]`. Every
+    /// sequence must be fully prefilled and listed at most once. On error no sequence changes.
+    pub fn decode(&mut self, steps: &[(SeqId, u32)]) -> Result<&[f32], ModelError> {
+        if steps.is_empty() {
+            return Err(ModelError::EmptyInput);
+        }
+        let mut new_blocks = 0;
+        for (i, &(seq, _)) in steps.iter().enumerate() {
+            if steps[..i].iter().any(|&(s, _)| s == seq) {
+                return Err(ModelError::DuplicateSequence(seq.0));
+            }
+            if self.seq(seq)?.tokens.len() != self.cache.len(seq)? {
+                return Err(ModelError::NotPrefilled(seq.0));
+            }
+            new_blocks += self.blocks_needed(seq, 1)?;
+        }
+        self.ensure_blocks(new_blocks)?;
+        // Reused buffers: a decode step allocates nothing once they have grown.
+        self.step_seqs.clear();
+        self.step_seqs.extend(steps.iter().map(|&(seq, _)| seq));
+        self.step_ids.clear();
+        self.step_ids.extend(steps.iter().map(|&(_, id)| id));
+        self.step_lens.resize(steps.len(), 1);
+        self.step_lens.truncate(steps.len());
+        let mut store = PagedSeqs {
+            cache: &mut self.cache,
+            seqs: &self.step_seqs,
+        };
+        self.model.forward_segments(
+            &self.step_ids,
+            &self.step_lens,
+            Logits::Last,
+            &mut store,
+            &mut self.state,
+            &mut self.logits,
+        )?;
+        for &(seq, id) in steps {
+            if let Some(s) = self.seqs.get_mut(&seq) {
+                s.tokens.push(id);
+            }
+        }
+        Ok(&self.logits)
+    }
+
+    /// Ends `seq`: caches its whole blocks (prompt and generated tokens, for a follow-up that
+    /// starts with them), unlocks its path and releases its blocks.
+    pub fn remove_sequence(&mut self, seq: SeqId) -> Result<(), ModelError> {
+        self.release_sequence(seq, self.options.prefix_cache)
+    }
+
+    /// Drops every cached prefix no running sequence uses; returns the tokens dropped.
+    pub fn clear_prefix_cache(&mut self) -> Result<usize, ModelError> {
+        let handles = self.tree.evict(usize::MAX);
+        self.release_handles(&handles)?;
+        Ok(handles.len())
+    }
+
+    /// Runs every request to completion, decoding up to `max_batch` of them together, and
+    /// returns their outputs in request order. `on_token(i, id)` sees each token of request `i`
+    /// as it is sampled; `Break` ends that request (`StopReason::Cancelled`).
+    ///
+    /// Requests are checked before anything runs (empty prompt, a prompt longer than the
+    /// context, ids outside the vocabulary). Admission keeps every running request's worst case
+    /// in the pool; a request that cannot fit even alone is `KvError::PoolExhausted`.
+    pub fn run(
+        &mut self,
+        requests: &[BatchRequest],
+        mut on_token: impl FnMut(usize, u32) -> ControlFlow<()>,
+    ) -> Result<Vec<BatchOutput>, ModelError> {
+        let vocab = self.model.vocab_size();
+        let max = self.model.ctx_size();
+        for r in requests {
+            if r.prompt.is_empty() {
+                return Err(ModelError::EmptyInput);
+            }
+            if r.prompt.len() > max {
+                return Err(ModelError::ContextFull {
+                    needed: r.prompt.len(),
+                    max,
+                });
+            }
+            if let Some(&id) = r.prompt.iter().find(|&&id| id as usize >= vocab) {
+                return Err(ModelError::TokenOutOfRange {
+                    id,
+                    vocab_size: vocab,
+                });
+            }
+        }
+        let mut active = Vec::new();
+        let result = self.run_checked(requests, &mut active, &mut on_token);
+        if result.is_err() {
+            // Leave no half-run sequence behind (their blocks would stay allocated).
+            for a in active {
+                let _ = self.release_sequence(a.seq, false);
+            }
+        }
+        result
+    }
+
+    /// [`BatchEngine::run`] after the checks; `active` holds the running requests, so that
+    /// `run` can release them after an error.
+    fn run_checked(
+        &mut self,
+        requests: &[BatchRequest],
+        active: &mut Vec<Active>,
+        on_token: &mut dyn FnMut(usize, u32) -> ControlFlow<()>,
+    ) -> Result<Vec<BatchOutput>, ModelError> {
+        let bs = self.options.block_size;
+        let ctx = self.model.ctx_size();
+        let mut outputs: Vec<Option<BatchOutput>> = vec![None; requests.len()];
+        let mut next_req = 0;
+        let mut steps = Vec::new();
+        loop {
+            // 1. Admit requests while there is room, prefilling each and sampling its first
+            // token.
+            while active.len() < self.options.max_batch && next_req < requests.len() {
+                let r = &requests[next_req];
+                if r.max_new_tokens == 0 {
+                    outputs[next_req] = Some(BatchOutput {
+                        ids: Vec::new(),
+                        stop_reason: StopReason::Length,
+                        prompt_tokens: r.prompt.len(),
+                        cached_tokens: 0,
+                        prefill_time: Duration::ZERO,
+                        decode_time: Duration::ZERO,
+                    });
+                    next_req += 1;
+                    continue;
+                }
+                let seq = self.add_sequence(&r.prompt)?;
+                let worst = r
+                    .prompt
+                    .len()
+                    .saturating_add(r.max_new_tokens)
+                    .min(ctx)
+                    .div_ceil(bs);
+                let reserved: usize = active
+                    .iter()
+                    .map(|a| a.worst_blocks.saturating_sub(self.held_blocks(a.seq)))
+                    .sum();
+                let needed = reserved + worst.saturating_sub(self.held_blocks(seq));
+                let fits = self.make_room(needed);
+                if !matches!(fits, Ok(true)) {
+                    let free = self.cache.pool().n_free();
+                    let cached = self.seq(seq)?.cached;
+                    self.release_sequence(seq, false)?;
+                    // Not counted: it is added again when it is admitted.
+                    self.stats.prompt_tokens -= r.prompt.len() as u64;
+                    self.stats.cached_tokens -= cached as u64;
+                    fits?;
+                    if active.is_empty() {
+                        return Err(KvError::PoolExhausted { needed, free }.into());
+                    }
+                    break;
+                }
+                let start = Instant::now();
+                if let Err(e) = self.prefill(seq, Logits::Last) {
+                    self.release_sequence(seq, false)?;
+                    return Err(e);
+                }
+                let mut a = Active {
+                    req: next_req,
+                    prompt_len: r.prompt.len(),
+                    seq,
+                    sampler: Sampler::new(r.sampling.clone()),
+                    ids: Vec::new(),
+                    worst_blocks: worst,
+                    prefill_time: start.elapsed(),
+                    first_token: Instant::now(),
+                };
+                next_req += 1;
+                let next = a.sampler.sample(&self.logits, &self.seqs[&seq].tokens);
+                match accept_token(&mut a, r, next, ctx, &self.cache, on_token)? {
+                    Some(reason) => self.finish(a, reason, &mut outputs)?,
+                    None => active.push(a),
+                }
+            }
+            if active.is_empty() {
+                break;
+            }
+
+            // 2. One decode step for every running request.
+            steps.clear();
+            steps.extend(active.iter().map(|a| (a.seq, *a.ids.last().unwrap_or(&0))));
+            self.decode(&steps)?;
+            let vocab = self.model.vocab_size();
+            let mut finished = Vec::new();
+            for (i, a) in active.iter_mut().enumerate() {
+                let row = &self.logits[i * vocab..(i + 1) * vocab];
+                let next = a.sampler.sample(row, &self.seqs[&a.seq].tokens);
+                let r = &requests[a.req];
+                if let Some(reason) = accept_token(a, r, next, ctx, &self.cache, on_token)? {
+                    finished.push((i, reason));
+                }
+            }
+            for &(i, reason) in finished.iter().rev() {
+                let a = active.remove(i);
+                self.finish(a, reason, &mut outputs)?;
+            }
+        }
+        Ok(outputs
+            .into_iter()
+            .map(|o| o.expect("every request ran"))
+            .collect())
+    }
+
+    fn finish(
+        &mut self,
+        a: Active,
+        reason: StopReason,
+        outputs: &mut [Option<BatchOutput>],
+    ) -> Result<(), ModelError> {
+        let out = BatchOutput {
+            prompt_tokens: a.prompt_len,
+            cached_tokens: self.seq(a.seq)?.cached,
+            ids: a.ids,
+            stop_reason: reason,
+            prefill_time: a.prefill_time,
+            decode_time: a.first_token.elapsed(),
+        };
+        outputs[a.req] = Some(out);
+        self.remove_sequence(a.seq)
+    }
+
+    /// Blocks `seq` holds now.
+    fn held_blocks(&self, seq: SeqId) -> usize {
+        self.cache.table(seq).map_or(0, |t| t.blocks().len())
+    }
+
+    /// New blocks `seq` needs to append `n` positions.
+    fn blocks_needed(&self, seq: SeqId, n: usize) -> Result<usize, ModelError> {
+        let t = self.cache.table(seq)?;
+        let bs = self.options.block_size;
+        Ok((t.len() + n).div_ceil(bs).saturating_sub(t.blocks().len()))
+    }
+
+    /// Evicts cached prefixes until `n` blocks are free; `PoolExhausted` if it cannot.
+    fn ensure_blocks(&mut self, n: usize) -> Result<(), ModelError> {
+        if self.make_room(n)? {
+            Ok(())
+        } else {
+            Err(KvError::PoolExhausted {
+                needed: n,
+                free: self.cache.pool().n_free(),
+            }
+            .into())
+        }
+    }
+
+    /// Evicts least recently used unlocked cached prefixes until `n` blocks are free; returns
+    /// whether that succeeded.
+    fn make_room(&mut self, n: usize) -> Result<bool, ModelError> {
+        while self.cache.pool().n_free() < n {
+            let short = n - self.cache.pool().n_free();
+            let handles = self.tree.evict(short * self.options.block_size);
+            if handles.is_empty() {
+                return Ok(false);
+            }
+            self.release_handles(&handles)?;
+        }
+        Ok(true)
+    }
+
+    /// Drops the tree's reference to the blocks of evicted tokens (one per whole page).
+    fn release_handles(&mut self, handles: &[BlockId]) -> Result<(), ModelError> {
+        self.stats.evicted_tokens += handles.len() as u64;
+        for &b in handles.iter().step_by(self.options.block_size) {
+            self.cache.pool_mut().release(b)?;
+        }
+        Ok(())
+    }
+
+    /// Inserts the whole blocks of `seq`'s fed tokens into the tree (retaining each newly
+    /// cached block once) and moves the sequence's lock to the end of that path.
+    fn cache_sequence(&mut self, seq: SeqId) -> Result<(), ModelError> {
+        let bs = self.options.block_size;
+        let t = self.cache.table(seq)?;
+        let n = t.len() / bs * bs;
+        if n == 0 {
+            return Ok(());
+        }
+        let blocks = t.blocks()[..n / bs].to_vec();
+        let s = self.seqs.get(&seq).ok_or(KvError::UnknownSequence(seq.0))?;
+        let tokens = &s.tokens[..n];
+        let handles: Vec<BlockId> = (0..n).map(|i| blocks[i / bs]).collect();
+        let already = self.tree.insert(tokens, &handles)?;
+        for &b in &blocks[already / bs..] {
+            self.cache.pool_mut().retain(b)?;
+        }
+        let node = self.tree.match_prefix(tokens).node;
+        self.tree.lock(node)?;
+        let s = self.seq_mut(seq)?;
+        if let Some(old) = s.node.replace(node) {
+            self.tree.unlock(old)?;
+        }
+        Ok(())
+    }
+
+    fn release_sequence(&mut self, seq: SeqId, cache_it: bool) -> Result<(), ModelError> {
+        if cache_it {
+            self.cache_sequence(seq)?;
+        }
+        let s = self
+            .seqs
+            .remove(&seq)
+            .ok_or(KvError::UnknownSequence(seq.0))?;
+        if let Some(node) = s.node {
+            self.tree.unlock(node)?;
+        }
+        self.cache.remove_sequence(seq)?;
+        Ok(())
+    }
+
+    fn seq(&self, seq: SeqId) -> Result<&SeqState, ModelError> {
+        Ok(self.seqs.get(&seq).ok_or(KvError::UnknownSequence(seq.0))?)
+    }
+
+    fn seq_mut(&mut self, seq: SeqId) -> Result<&mut SeqState, ModelError> {
+        Ok(self
+            .seqs
+            .get_mut(&seq)
+            .ok_or(KvError::UnknownSequence(seq.0))?)
+    }
+}
+
+/// A running request of [`BatchEngine::run`].
+#[derive(Debug)]
+struct Active {
+    req: usize,
+    prompt_len: usize,
+    seq: SeqId,
+    sampler: Sampler,
+    /// Generated so far; the last one is the next to feed.
+    ids: Vec<u32>,
+    /// Blocks it may need in all (prompt + max_new_tokens).
+    worst_blocks: usize,
+    prefill_time: Duration,
+    first_token: Instant,
+}
+
+/// Records a sampled token of `a` and returns why the request ends, if it does:
+/// [`crate::generate`]'s stop rules in its order (callback, stop id, length, full context).
+fn accept_token(
+    a: &mut Active,
+    r: &BatchRequest,
+    next: u32,
+    ctx: usize,
+    cache: &PagedKvCache,
+    on_token: &mut dyn FnMut(usize, u32) -> ControlFlow<()>,
+) -> Result<Option<StopReason>, ModelError> {
+    a.ids.push(next);
+    Ok(if on_token(a.req, next).is_break() {
+        Some(StopReason::Cancelled)
+    } else if !r.ignore_eos && r.stop_ids.contains(&next) {
+        Some(StopReason::Stop)
+    } else if a.ids.len() >= r.max_new_tokens {
+        Some(StopReason::Length)
+    } else if cache.len(a.seq)? >= ctx {
+        Some(StopReason::ContextFull)
+    } else {
+        None
+    })
+}
+
+/// Runs `requests` through a new [`BatchEngine`] (fresh pool and prefix cache); see
+/// [`BatchEngine::run`]. Keep an engine instead to share its prefix cache across calls.
+pub fn run_batch(
+    model: &Model,
+    requests: &[BatchRequest],
+    options: &EngineOptions,
+    on_token: impl FnMut(usize, u32) -> ControlFlow<()>,
+) -> Result<Vec<BatchOutput>, ModelError> {
+    BatchEngine::new(model, options)?.run(requests, on_token)
+}

@@ -1,0 +1,200 @@
+//! AVX2 FP8 matmul with per-block accumulators.
+//!
+//! Both formats decode through F16C: E5M2 *is* the top byte of an f16, so `code << 8` is its
+//! exact f16 pattern. E4M3 (bias 7) placed as `sign << 15 | (code & 0x7f) << 7` is an f16 (bias
+//! 15) worth exactly `2⁻⁸` times the value, for normals and subnormals alike (E4M3 subnormals land
+//! on f16 subnormals); the `2⁸` is folded into the block scale. That pattern is one sign-extending
+//! widen, a shift by 7 and a mask (`0xbf80` drops the copy of the sign that lands in bit 14).
+//! E4M3's NaN code `S.1111.111` would land on a finite f16; instead of patching every weight, the
+//! raw bytes are checked (OR in the sign, compare with `0xff`) and a row that has one returns NaN,
+//! which is what a NaN weight does to a dot product anyway.
+//!
+//! Per 16 codes: widen, shift, mask (E4M3), two `vcvtph2ps`, two FMAs per token, plus 3 ops of
+//! NaN check. Scales apply once per k-block: each `(row, token)` keeps a block accumulator that
+//! one FMA by the block's scale folds into the total. Tiles: 4 rows × 1 token for decode (8
+//! accumulators), 2 × 2 for prefill.
+
+use super::{hsum, Avx2Fma};
+use crate::scalar::{self, fp8_shape};
+use crate::Fp8Format;
+use core::arch::x86_64::*;
+
+/// See [`crate::Kernels::gemm_fp8`].
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_fp8(
+    _: Avx2Fma,
+    format: Fp8Format,
+    w: &[u8],
+    scales: &[f32],
+    block_k: usize,
+    x: &[f32],
+    k: usize,
+    out: &mut [f32],
+) {
+    let (rows, n_tok, blocks) = fp8_shape(w, scales, block_k, x, k, out);
+    let p = Fp8 {
+        w,
+        scales,
+        block_k,
+        blocks,
+        k,
+        x,
+        n_tok,
+    };
+    // SAFETY: the token proves avx2+fma+f16c; fp8_shape checked the layout and the scales.
+    unsafe {
+        match format {
+            Fp8Format::E4M3 => gemm_imp::<true>(&p, rows, out),
+            Fp8Format::E5M2 => gemm_imp::<false>(&p, rows, out),
+        }
+    }
+}
+
+struct Fp8<'a> {
+    w: &'a [u8],
+    scales: &'a [f32],
+    block_k: usize,
+    blocks: usize,
+    k: usize,
+    x: &'a [f32],
+    n_tok: usize,
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_imp<const E4M3: bool>(p: &Fp8<'_>, rows: usize, out: &mut [f32]) {
+    let mut r = 0;
+    // SAFETY (all calls): rows r.. and the tokens exist; the caller checked the shapes.
+    if p.n_tok == 1 {
+        while r + 4 <= rows {
+            unsafe { row_pass::<E4M3, 4, 1>(p, r, out) };
+            r += 4;
+        }
+    } else {
+        while r + 2 <= rows {
+            unsafe { row_pass::<E4M3, 2, 2>(p, r, out) };
+            r += 2;
+        }
+    }
+    while r < rows {
+        unsafe { row_pass::<E4M3, 1, 2>(p, r, out) };
+        r += 1;
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn row_pass<const E4M3: bool, const R: usize, const T: usize>(
+    p: &Fp8<'_>,
+    r0: usize,
+    out: &mut [f32],
+) {
+    let mut t = 0;
+    while t + T <= p.n_tok {
+        // SAFETY: rows r0..r0+R and tokens t..t+T exist.
+        unsafe { tile::<E4M3, R, T>(p, r0, t, out) };
+        t += T;
+    }
+    while t < p.n_tok {
+        // SAFETY: rows r0..r0+R and token t exist.
+        unsafe { tile::<E4M3, R, 1>(p, r0, t, out) };
+        t += 1;
+    }
+}
+
+/// 16 codes at `c` as two vectors of 8 f32 (unscaled; E4M3 is `2⁻⁸` times its value), and
+/// whether one of them is an E4M3 NaN.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn decode16<const E4M3: bool>(c: *const u8) -> (__m256, __m256, i32) {
+    // SAFETY: the caller guarantees 16 readable bytes and the level.
+    unsafe {
+        let v = _mm_loadu_si128(c.cast());
+        let (h, nan) = if E4M3 {
+            let nan = _mm_movemask_epi8(_mm_cmpeq_epi8(
+                _mm_or_si128(v, _mm_set1_epi8(-128)),
+                _mm_set1_epi8(-1),
+            ));
+            let h = _mm256_slli_epi16::<7>(_mm256_cvtepi8_epi16(v));
+            (
+                _mm256_and_si256(h, _mm256_set1_epi16(0xbf80_u16 as i16)),
+                nan,
+            )
+        } else {
+            (_mm256_slli_epi16::<8>(_mm256_cvtepu8_epi16(v)), 0)
+        };
+        let lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
+        let hi = _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(h));
+        (lo, hi, nan)
+    }
+}
+
+/// One `R × T` output tile.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)] // index loops over the register tile read clearer here
+unsafe fn tile<const E4M3: bool, const R: usize, const T: usize>(
+    p: &Fp8<'_>,
+    r0: usize,
+    t0: usize,
+    out: &mut [f32],
+) {
+    let (k, n_tok) = (p.k, p.n_tok);
+    let format = if E4M3 {
+        Fp8Format::E4M3
+    } else {
+        Fp8Format::E5M2
+    };
+    let (wp, xp) = (p.w.as_ptr(), p.x.as_ptr());
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let mut tail = [[0f32; T]; R];
+    let mut nan = [0i32; R];
+    let (mut s, mut s0) = (0, 0);
+    while s0 < k {
+        let s1 = (s0 + p.block_k).min(k);
+        let mut bacc = [[_mm256_setzero_ps(); T]; R];
+        let mut btail = [[0f32; T]; R];
+        let mut j = s0;
+        while j + 16 <= s1 {
+            for i in 0..R {
+                // SAFETY: (r0+i, j..j+16) is inside w; tokens t0+t have x[j..j+16].
+                unsafe {
+                    let (lo, hi, m) = decode16::<E4M3>(wp.add((r0 + i) * k + j));
+                    nan[i] |= m;
+                    for t in 0..T {
+                        let xr = xp.add((t0 + t) * k + j);
+                        bacc[i][t] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(xr), bacc[i][t]);
+                        bacc[i][t] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(xr.add(8)), bacc[i][t]);
+                    }
+                }
+            }
+            j += 16;
+        }
+        while j < s1 {
+            for i in 0..R {
+                let wj = scalar::fp8_to_f32(format, p.w[(r0 + i) * k + j]);
+                for t in 0..T {
+                    btail[i][t] += wj * p.x[(t0 + t) * k + j];
+                }
+            }
+            j += 1;
+        }
+        for i in 0..R {
+            // SAFETY: s < blocks, and scales holds rows·blocks entries (checked).
+            let scale = unsafe { *p.scales.get_unchecked((r0 + i) * p.blocks + s) };
+            let sv = _mm256_set1_ps(if E4M3 { scale * 256.0 } else { scale });
+            for t in 0..T {
+                acc[i][t] = _mm256_fmadd_ps(bacc[i][t], sv, acc[i][t]);
+                tail[i][t] += btail[i][t] * scale;
+            }
+        }
+        s0 = s1;
+        s += 1;
+    }
+    for i in 0..R {
+        for t in 0..T {
+            // SAFETY: this function runs inside the avx2 target feature.
+            let v = unsafe { hsum(acc[i][t]) } + tail[i][t];
+            out[(r0 + i) * n_tok + t0 + t] = if nan[i] != 0 { f32::NAN } else { v };
+        }
+    }
+}

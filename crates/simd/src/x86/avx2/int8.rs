@@ -1,0 +1,229 @@
+//! AVX2 integer-dot matmuls over the row-interleaved tiles of [`crate::q8`].
+//!
+//! A 64-byte chunk is two 256-bit halves (rows 0–7 and 8–15). `vpmaddubsw` multiplies unsigned
+//! weight bytes by the broadcast signed activation bytes and adds adjacent pairs into i16;
+//! `vpmaddwd` by ones then sums the pairs into one i32 per row. q4: a pair is at most
+//! `2·15·128 = 3840`, so the i16 sums of a whole 32-input block (8 pairs per lane) stay below
+//! 30720 and `vpmaddwd` runs once per block. q8: weights are signed, so the sign moves onto the
+//! activations (`|w|` × `sign(x, w)`, ggml's trick); a pair is at most `2·128·127 = 32512`, so the
+//! widening runs once per chunk.
+
+use super::Avx2Fma;
+use crate::q8::{q4x16_shape, q8x16_shape, Q8Acts, CHUNK_BYTES, TILE_ROWS};
+use core::arch::x86_64::*;
+
+const T: usize = 2;
+
+/// See [`crate::Kernels::gemm_q4x16_q8`].
+pub fn gemm_q4x16_q8(
+    _: Avx2Fma,
+    w: &[u8],
+    scales: &[f32],
+    zero_scaled: &[f32],
+    group: usize,
+    x: &Q8Acts,
+    out: &mut [f32],
+) {
+    let (rows, _, groups) = q4x16_shape(w, scales, zero_scaled, group, x, out);
+    let tile_bytes = x.k / 8 * CHUNK_BYTES;
+    let pb = groups * TILE_ROWS;
+    for (tile, r0) in (0..rows).step_by(TILE_ROWS).enumerate() {
+        let live = (rows - r0).min(TILE_ROWS);
+        let tw = &w[tile * tile_bytes..(tile + 1) * tile_bytes];
+        let (ts, tz) = (
+            &scales[tile * pb..(tile + 1) * pb],
+            &zero_scaled[tile * pb..(tile + 1) * pb],
+        );
+        let mut t0 = 0;
+        while t0 < x.n_tok {
+            let mut res = [[0f32; TILE_ROWS]; T];
+            // SAFETY: the token proves avx2+fma; q4x16_shape checked the tile, its parameters and
+            // tokens t0...
+            let n = unsafe {
+                if x.n_tok - t0 >= T {
+                    q4_tile::<T>(tw, ts, tz, group, x, t0, &mut res);
+                    T
+                } else {
+                    q4_tile::<1>(tw, ts, tz, group, x, t0, &mut res);
+                    1
+                }
+            };
+            for (dt, lanes) in res[..n].iter().enumerate() {
+                for (i, v) in lanes[..live].iter().enumerate() {
+                    out[(r0 + i) * x.n_tok + t0 + dt] = *v;
+                }
+            }
+            t0 += n;
+        }
+    }
+}
+
+/// Tokens `t0..t0+N` of one q4x16 tile into `res[t][row]`.
+///
+/// # Safety
+/// AVX2+FMA are available; the tile has `x.k/8` chunks and `k/group` parameter rows; tokens
+/// `t0..t0+N` exist in `x`; `x.block <= 32` (the i16 bound in the module docs).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+unsafe fn q4_tile<const N: usize>(
+    w: &[u8],
+    s: &[f32],
+    z: &[f32],
+    group: usize,
+    x: &Q8Acts,
+    t0: usize,
+    res: &mut [[f32; TILE_ROWS]; T],
+) {
+    let (k, block) = (x.k, x.block);
+    let (blocks, groups, per_group) = (k / block, k / group, group / block);
+    let mask = _mm256_set1_epi8(0x0f);
+    let ones = _mm256_set1_epi16(1);
+    let wp = w.as_ptr();
+    let xq = x.xq.as_ptr();
+    let mut acc = [[_mm256_setzero_ps(); 2]; N];
+    let mut c = 0;
+    for g in 0..groups {
+        let mut ga = [[_mm256_setzero_ps(); 2]; N];
+        for b in g * per_group..(g + 1) * per_group {
+            let mut a16 = [[_mm256_setzero_si256(); 2]; N];
+            for _ in 0..block / 8 {
+                for h in 0..2 {
+                    // SAFETY: chunk c < k/8 of the tile; bytes 8c..8c+8 of each token row exist.
+                    unsafe {
+                        let v = _mm256_loadu_si256(wp.add(c * CHUNK_BYTES + 32 * h).cast());
+                        let ql = _mm256_and_si256(v, mask);
+                        let qh = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
+                        for t in 0..N {
+                            let xp = xq.add((t0 + t) * k + 8 * c);
+                            let xl = _mm256_set1_epi32(xp.cast::<i32>().read_unaligned());
+                            let xh = _mm256_set1_epi32(xp.add(4).cast::<i32>().read_unaligned());
+                            let pair = _mm256_add_epi16(
+                                _mm256_maddubs_epi16(ql, xl),
+                                _mm256_maddubs_epi16(qh, xh),
+                            );
+                            a16[t][h] = _mm256_add_epi16(a16[t][h], pair);
+                        }
+                    }
+                }
+                c += 1;
+            }
+            for t in 0..N {
+                // SAFETY: block b of token t0+t exists.
+                let sx = _mm256_set1_ps(unsafe { *x.xs.get_unchecked((t0 + t) * blocks + b) });
+                for h in 0..2 {
+                    let dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(a16[t][h], ones));
+                    ga[t][h] = _mm256_fmadd_ps(dot, sx, ga[t][h]);
+                }
+            }
+        }
+        for h in 0..2 {
+            // SAFETY: parameter row g of the tile holds 16 floats.
+            let (sv, zv) = unsafe {
+                (
+                    _mm256_loadu_ps(s.as_ptr().add(g * TILE_ROWS + 8 * h)),
+                    _mm256_loadu_ps(z.as_ptr().add(g * TILE_ROWS + 8 * h)),
+                )
+            };
+            for t in 0..N {
+                // SAFETY: group g of token t0+t exists.
+                let gs = unsafe { *x.gsum.get_unchecked((t0 + t) * groups + g) };
+                acc[t][h] = _mm256_fmadd_ps(sv, ga[t][h], acc[t][h]);
+                acc[t][h] = _mm256_fnmadd_ps(zv, _mm256_set1_ps(gs), acc[t][h]);
+            }
+        }
+    }
+    for t in 0..N {
+        for h in 0..2 {
+            // SAFETY: res[t] holds 16 floats.
+            unsafe { _mm256_storeu_ps(res[t].as_mut_ptr().add(8 * h), acc[t][h]) };
+        }
+    }
+}
+
+/// See [`crate::Kernels::gemm_q8x16_q8`].
+pub fn gemm_q8x16_q8(_: Avx2Fma, w: &[i8], scales: &[f32], x: &Q8Acts, out: &mut [f32]) {
+    let (rows, _) = q8x16_shape(w, scales, x, out);
+    let tile_bytes = x.k / 4 * CHUNK_BYTES;
+    for (tile, r0) in (0..rows).step_by(TILE_ROWS).enumerate() {
+        let live = (rows - r0).min(TILE_ROWS);
+        let tw = &w[tile * tile_bytes..(tile + 1) * tile_bytes];
+        let ts = &scales[tile * TILE_ROWS..(tile + 1) * TILE_ROWS];
+        let mut t0 = 0;
+        while t0 < x.n_tok {
+            let mut res = [[0f32; TILE_ROWS]; T];
+            // SAFETY: the token proves avx2+fma; q8x16_shape checked the tile, its scales and
+            // tokens t0...
+            let n = unsafe {
+                if x.n_tok - t0 >= T {
+                    q8_tile::<T>(tw, ts, x, t0, &mut res);
+                    T
+                } else {
+                    q8_tile::<1>(tw, ts, x, t0, &mut res);
+                    1
+                }
+            };
+            for (dt, lanes) in res[..n].iter().enumerate() {
+                for (i, v) in lanes[..live].iter().enumerate() {
+                    out[(r0 + i) * x.n_tok + t0 + dt] = *v;
+                }
+            }
+            t0 += n;
+        }
+    }
+}
+
+/// # Safety
+/// As [`q4_tile`], for a q8x16 tile of `x.k/4` chunks and 16 scales.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)]
+unsafe fn q8_tile<const N: usize>(
+    w: &[i8],
+    scales: &[f32],
+    x: &Q8Acts,
+    t0: usize,
+    res: &mut [[f32; TILE_ROWS]; T],
+) {
+    let (k, block) = (x.k, x.block);
+    let blocks = k / block;
+    let ones = _mm256_set1_epi16(1);
+    let wp = w.as_ptr();
+    let xq = x.xq.as_ptr();
+    let mut acc = [[_mm256_setzero_ps(); 2]; N];
+    let mut c = 0;
+    for b in 0..blocks {
+        let mut d = [[_mm256_setzero_si256(); 2]; N];
+        for _ in 0..block / 4 {
+            for h in 0..2 {
+                // SAFETY: chunk c < k/4 of the tile; bytes 4c..4c+4 of each token row exist.
+                unsafe {
+                    let v = _mm256_loadu_si256(wp.add(c * CHUNK_BYTES + 32 * h).cast());
+                    let av = _mm256_abs_epi8(v);
+                    for t in 0..N {
+                        let xp = xq.add((t0 + t) * k + 4 * c);
+                        let xv = _mm256_set1_epi32(xp.cast::<i32>().read_unaligned());
+                        let p16 = _mm256_maddubs_epi16(av, _mm256_sign_epi8(xv, v));
+                        d[t][h] = _mm256_add_epi32(d[t][h], _mm256_madd_epi16(p16, ones));
+                    }
+                }
+            }
+            c += 1;
+        }
+        for t in 0..N {
+            // SAFETY: block b of token t0+t exists.
+            let sx = _mm256_set1_ps(unsafe { *x.xs.get_unchecked((t0 + t) * blocks + b) });
+            for h in 0..2 {
+                acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d[t][h]), sx, acc[t][h]);
+            }
+        }
+    }
+    for h in 0..2 {
+        // SAFETY: the tile has 16 scales.
+        let s = unsafe { _mm256_loadu_ps(scales.as_ptr().add(8 * h)) };
+        for t in 0..N {
+            // SAFETY: res[t] holds 16 floats.
+            unsafe {
+                _mm256_storeu_ps(res[t].as_mut_ptr().add(8 * h), _mm256_mul_ps(acc[t][h], s))
+            };
+        }
+    }
+}

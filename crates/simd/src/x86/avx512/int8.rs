@@ -1,0 +1,245 @@
+//! AVX-512 VNNI integer-dot matmuls over the row-interleaved tiles of [`crate::q8`].
+//!
+//! One 64-byte chunk load feeds the 16 rows of a tile; `vpdpbusd` multiplies unsigned weight
+//! bytes by the broadcast signed activation bytes and sums 4 products per 32-bit lane = per row.
+//! q4: 3 integer ops unpack 128 nibbles into two 64-byte vectors (`& 15`, `>> 4 & 15`), then two
+//! `vpdpbusd`. q8: signed weights become unsigned by flipping the top bit (`w + 128`), and the
+//! `128·Σxq` this adds is subtracted per block from the exact integer sum.
+//!
+//! Per token a tile keeps two integer accumulators (low/high nibbles), one f32 group accumulator
+//! and one f32 output; blocks start fresh integer accumulators, so the out-of-order core overlaps
+//! consecutive blocks and only the f32 chain (one FMA per block) is carried. Prefill runs 4 tokens
+//! per pass over a tile (the tile, `16·k/2` bytes, stays in L2 between passes).
+//!
+//! CPUs with AVX-512 but no VNNI (Skylake-X) use the AVX2 level's `vpmaddubsw` version.
+
+use super::Avx512;
+use crate::q8::{q4x16_shape, q8x16_shape, Q8Acts, CHUNK_BYTES, TILE_ROWS};
+use crate::x86::avx2;
+use core::arch::x86_64::*;
+
+const T: usize = 4;
+
+/// See [`crate::Kernels::gemm_q4x16_q8`].
+pub fn gemm_q4x16_q8(
+    t: Avx512,
+    w: &[u8],
+    scales: &[f32],
+    zero_scaled: &[f32],
+    group: usize,
+    x: &Q8Acts,
+    out: &mut [f32],
+) {
+    if !is_x86_feature_detected!("avx512vnni") {
+        return avx2::gemm_q4x16_q8(t.avx2(), w, scales, zero_scaled, group, x, out);
+    }
+    let (rows, _, groups) = q4x16_shape(w, scales, zero_scaled, group, x, out);
+    let tile_bytes = x.k / 8 * CHUNK_BYTES;
+    for (tile, r0) in (0..rows).step_by(TILE_ROWS).enumerate() {
+        let live = (rows - r0).min(TILE_ROWS);
+        let mut t0 = 0;
+        while t0 < x.n_tok {
+            let p = Q4Tile {
+                w: &w[tile * tile_bytes..(tile + 1) * tile_bytes],
+                s: &scales[tile * groups * TILE_ROWS..(tile + 1) * groups * TILE_ROWS],
+                z: &zero_scaled[tile * groups * TILE_ROWS..(tile + 1) * groups * TILE_ROWS],
+                group,
+                groups,
+            };
+            let mut res = [[0f32; TILE_ROWS]; T];
+            // SAFETY: the token and the feature check prove avx512f/bw/vl + vnni; q4x16_shape
+            // checked that the tile, its parameters and tokens t0.. exist.
+            let n = unsafe {
+                if x.n_tok - t0 >= T {
+                    q4_tile::<T>(&p, x, t0, &mut res);
+                    T
+                } else {
+                    q4_tile::<1>(&p, x, t0, &mut res);
+                    1
+                }
+            };
+            for (dt, lanes) in res[..n].iter().enumerate() {
+                for (i, v) in lanes[..live].iter().enumerate() {
+                    out[(r0 + i) * x.n_tok + t0 + dt] = *v;
+                }
+            }
+            t0 += n;
+        }
+    }
+}
+
+/// One tile's weights and parameters.
+struct Q4Tile<'a> {
+    /// `(k/8, 16, 4)` bytes.
+    w: &'a [u8],
+    /// `(groups, 16)`.
+    s: &'a [f32],
+    z: &'a [f32],
+    group: usize,
+    groups: usize,
+}
+
+/// Tokens `t0..t0+N` of one tile into `res[t][row]`.
+///
+/// # Safety
+/// AVX-512 F/BW/VL + VNNI are available; the tile has `x.k/8` chunks and `groups` parameter rows;
+/// tokens `t0..t0+N` exist in `x`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)] // index loops over the register tile read clearer here
+unsafe fn q4_tile<const N: usize>(
+    p: &Q4Tile<'_>,
+    x: &Q8Acts,
+    t0: usize,
+    res: &mut [[f32; TILE_ROWS]; T],
+) {
+    let (k, block) = (x.k, x.block);
+    let blocks = k / block;
+    let per_group = p.group / block;
+    let mask = _mm512_set1_epi8(0x0f);
+    let wp = p.w.as_ptr();
+    let xq = x.xq.as_ptr();
+    let mut acc = [_mm512_setzero_ps(); N];
+    let mut c = 0;
+    for g in 0..p.groups {
+        let mut ga = [_mm512_setzero_ps(); N];
+        for b in g * per_group..(g + 1) * per_group {
+            let mut lo = [_mm512_setzero_si512(); N];
+            let mut hi = [_mm512_setzero_si512(); N];
+            for _ in 0..block / 8 {
+                // SAFETY: chunk c < k/8 of the tile; bytes 8c..8c+8 of each token row exist.
+                unsafe {
+                    let v = _mm512_loadu_si512(wp.add(c * CHUNK_BYTES).cast());
+                    let ql = _mm512_and_si512(v, mask);
+                    let qh = _mm512_and_si512(_mm512_srli_epi16::<4>(v), mask);
+                    for t in 0..N {
+                        let xp = xq.add((t0 + t) * k + 8 * c);
+                        let xl = _mm512_set1_epi32(xp.cast::<i32>().read_unaligned());
+                        let xh = _mm512_set1_epi32(xp.add(4).cast::<i32>().read_unaligned());
+                        lo[t] = _mm512_dpbusd_epi32(lo[t], ql, xl);
+                        hi[t] = _mm512_dpbusd_epi32(hi[t], qh, xh);
+                    }
+                }
+                c += 1;
+            }
+            for t in 0..N {
+                // SAFETY: block b of token t0+t exists.
+                let sx = unsafe { *x.xs.get_unchecked((t0 + t) * blocks + b) };
+                let dot = _mm512_cvtepi32_ps(_mm512_add_epi32(lo[t], hi[t]));
+                ga[t] = _mm512_fmadd_ps(dot, _mm512_set1_ps(sx), ga[t]);
+            }
+        }
+        // SAFETY: parameter row g of the tile holds 16 floats.
+        let (s, z) = unsafe {
+            (
+                _mm512_loadu_ps(p.s.as_ptr().add(g * TILE_ROWS)),
+                _mm512_loadu_ps(p.z.as_ptr().add(g * TILE_ROWS)),
+            )
+        };
+        for t in 0..N {
+            // SAFETY: group g of token t0+t exists.
+            let gs = unsafe { *x.gsum.get_unchecked((t0 + t) * p.groups + g) };
+            acc[t] = _mm512_fmadd_ps(s, ga[t], acc[t]);
+            acc[t] = _mm512_fnmadd_ps(z, _mm512_set1_ps(gs), acc[t]);
+        }
+    }
+    for t in 0..N {
+        // SAFETY: res[t] holds 16 floats.
+        unsafe { _mm512_storeu_ps(res[t].as_mut_ptr(), acc[t]) };
+    }
+}
+
+/// See [`crate::Kernels::gemm_q8x16_q8`].
+pub fn gemm_q8x16_q8(t: Avx512, w: &[i8], scales: &[f32], x: &Q8Acts, out: &mut [f32]) {
+    if !is_x86_feature_detected!("avx512vnni") {
+        return avx2::gemm_q8x16_q8(t.avx2(), w, scales, x, out);
+    }
+    let (rows, _) = q8x16_shape(w, scales, x, out);
+    let tile_bytes = x.k / 4 * CHUNK_BYTES;
+    for (tile, r0) in (0..rows).step_by(TILE_ROWS).enumerate() {
+        let live = (rows - r0).min(TILE_ROWS);
+        let tw = &w[tile * tile_bytes..(tile + 1) * tile_bytes];
+        let ts = &scales[tile * TILE_ROWS..(tile + 1) * TILE_ROWS];
+        let mut t0 = 0;
+        while t0 < x.n_tok {
+            let mut res = [[0f32; TILE_ROWS]; T];
+            // SAFETY: the token and the feature check prove the level + VNNI; q8x16_shape checked
+            // the tile, its scales and tokens t0...
+            let n = unsafe {
+                if x.n_tok - t0 >= T {
+                    q8_tile::<T>(tw, ts, x, t0, &mut res);
+                    T
+                } else {
+                    q8_tile::<1>(tw, ts, x, t0, &mut res);
+                    1
+                }
+            };
+            for (dt, lanes) in res[..n].iter().enumerate() {
+                for (i, v) in lanes[..live].iter().enumerate() {
+                    out[(r0 + i) * x.n_tok + t0 + dt] = *v;
+                }
+            }
+            t0 += n;
+        }
+    }
+}
+
+/// # Safety
+/// As [`q4_tile`], for a q8x16 tile of `x.k/4` chunks and 16 scales.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)]
+unsafe fn q8_tile<const N: usize>(
+    w: &[i8],
+    scales: &[f32],
+    x: &Q8Acts,
+    t0: usize,
+    res: &mut [[f32; TILE_ROWS]; T],
+) {
+    let (k, block) = (x.k, x.block);
+    let blocks = k / block;
+    let flip = _mm512_set1_epi8(-128);
+    let wp = w.as_ptr();
+    let xq = x.xq.as_ptr();
+    let mut acc = [_mm512_setzero_ps(); N];
+    let mut c = 0;
+    for b in 0..blocks {
+        // Two accumulators per token (even and odd chunks) halve the dependency chain.
+        let mut d0 = [_mm512_setzero_si512(); N];
+        let mut d1 = [_mm512_setzero_si512(); N];
+        for step in 0..block / 4 {
+            // SAFETY: chunk c < k/4 of the tile; bytes 4c..4c+4 of each token row exist.
+            unsafe {
+                let v = _mm512_xor_si512(_mm512_loadu_si512(wp.add(c * CHUNK_BYTES).cast()), flip);
+                for t in 0..N {
+                    let xp = xq.add((t0 + t) * k + 4 * c);
+                    let xv = _mm512_set1_epi32(xp.cast::<i32>().read_unaligned());
+                    if step % 2 == 0 {
+                        d0[t] = _mm512_dpbusd_epi32(d0[t], v, xv);
+                    } else {
+                        d1[t] = _mm512_dpbusd_epi32(d1[t], v, xv);
+                    }
+                }
+            }
+            c += 1;
+        }
+        for t in 0..N {
+            // SAFETY: block b of token t0+t exists.
+            let (sx, isum) = unsafe {
+                (
+                    *x.xs.get_unchecked((t0 + t) * blocks + b),
+                    *x.isum.get_unchecked((t0 + t) * blocks + b),
+                )
+            };
+            let dot = _mm512_sub_epi32(
+                _mm512_add_epi32(d0[t], d1[t]),
+                _mm512_set1_epi32(128 * isum),
+            );
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(sx), acc[t]);
+        }
+    }
+    // SAFETY: the tile has 16 scales.
+    let s = unsafe { _mm512_loadu_ps(scales.as_ptr()) };
+    for t in 0..N {
+        // SAFETY: res[t] holds 16 floats.
+        unsafe { _mm512_storeu_ps(res[t].as_mut_ptr(), _mm512_mul_ps(acc[t], s)) };
+    }
+}
