@@ -44,6 +44,45 @@ pub enum Command {
     Perplexity(PerplexityArgs),
     /// Print the token ids of a text, optionally rendered through the chat template.
     Tokenize(TokenizeArgs),
+    /// Run many requests from a JSON-lines file together, sharing cached prompt prefixes;
+    /// one JSON line out per request.
+    Batch(BatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Requests, one JSON object per line ('-' for stdin): {"prompt": ...} | {"messages": [...]}
+    /// | {"ids": [...]}, with optional max_tokens, temperature, top_k, top_p, min_p,
+    /// repeat_penalty, presence_penalty, seed, think, system, raw
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Most sequences decoded together in one forward pass
+    #[arg(long = "max-batch", value_name = "N", default_value_t = 8)]
+    pub max_batch: usize,
+    /// Memory for the paged KV pool (running sequences and cached prefixes)
+    #[arg(long = "kv-budget", value_name = "SIZE", default_value = "2GiB")]
+    pub kv_budget: String,
+    /// Prefill every prompt in full instead of reusing cached prefixes
+    #[arg(long = "no-prefix-cache")]
+    pub no_prefix_cache: bool,
+    /// Context size in tokens per sequence [default: the model's max_position_embeddings]
+    #[arg(
+        short = 'c',
+        long = "ctx-size",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
+    pub ctx_size: Option<i64>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+impl BatchArgs {
+    pub fn ctx_size(&self) -> Result<Option<usize>> {
+        self.ctx_size.map(|n| positive("--ctx-size", n)).transpose()
+    }
 }
 
 /// Which model to load: shared by every command.
@@ -189,6 +228,14 @@ pub struct GenerateArgs {
     /// Print one JSON object (ids, text, stop reason, timings) instead of streaming text
     #[arg(long, conflicts_with = "interactive")]
     pub json: bool,
+    /// Save the prompt's KV cache to FILE after the run, and reuse the longest matching prefix
+    /// from it next time (refused if FILE is from another model or KV type)
+    #[arg(
+        long = "prompt-cache",
+        value_name = "FILE",
+        conflicts_with = "interactive"
+    )]
+    pub prompt_cache: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }

@@ -3,7 +3,7 @@
 //!
 //! Code map: `args` (clap definitions, range checks), `hub` (a path or a Hugging Face repo id to
 //! a model directory), `load` (thread pool, model, tokenizer, template), `run` (one-shot
-//! generation and `--json`), `chat` (`-i`), `perplexity` and `tokenize` (subcommands), `output`
+//! generation and `--json`), `chat` (`-i`), `perplexity`, `tokenize` and `batch` (subcommands), `output`
 //! (streaming text, thinking style), `stats` (`-v` numbers), `interrupt` (Ctrl-C), `error` (the
 //! one-line `error: ...` contract).
 //!
@@ -30,6 +30,7 @@ macro_rules! outln {
 }
 
 mod args;
+mod batch;
 mod chat;
 mod error;
 mod hub;
@@ -54,6 +55,7 @@ fn main() -> ExitCode {
         None => run::run(&cli.generate),
         Some(Command::Perplexity(args)) => perplexity::run(args),
         Some(Command::Tokenize(args)) => tokenize::run(args),
+        Some(Command::Batch(args)) => batch::run(args),
     };
     result.unwrap_or_else(|e| error::report(&e))
 }

@@ -166,6 +166,16 @@ fn one_shot(
 ) -> Result<ExitCode> {
     let interrupt = Interrupt::install();
     let mut session = loaded.model.session();
+    if let Some(path) = args.prompt_cache.as_ref().filter(|p| p.exists()) {
+        let reused = session.load_prompt_cache(path, ids)?;
+        if args.engine.verbose {
+            note!(
+                "prompt cache: reused {reused} of {} prompt tokens from {}",
+                ids.len(),
+                path.display()
+            );
+        }
+    }
     let mut stream = (!args.json).then(|| {
         TextStream::new(
             loaded.tokenizer.as_ref(),
@@ -188,6 +198,9 @@ fn one_shot(
     })?;
     if let Some(e) = print_error {
         return Err(e);
+    }
+    if let Some(path) = &args.prompt_cache {
+        session.save_prompt_cache(path)?;
     }
     if let Some(stream) = &mut stream {
         if stream.finish()? {

@@ -6,7 +6,7 @@
 //! (every fixture's smallest top-1/top-2 gap is ≥ 0.022) and log-probs to 1e-3 (summation
 //! order is the only difference; the library's golden tests pin logits to about 1e-4).
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -901,4 +901,170 @@ fn lm_head_q8_keeps_the_greedy_tokens() {
         &["-m", dir.to_str().unwrap(), "--ids", "1", "--lm-head", "q4"],
         "--lm-head",
     );
+}
+
+/// A scratch file path unique to this test process.
+fn scratch(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("qwen3-infer-test-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn batch_runs_requests_together_and_reuses_shared_prefixes() {
+    let r = reference("bf16");
+    let long = ids_of(&r["prompts"][3]["input_ids"]);
+    let branched = [&long[..100], &[5, 6, 7]].concat();
+    let lines = [
+        json!({"ids": long, "temperature": 0, "max_tokens": 32}),
+        json!({"ids": branched, "temperature": 0, "max_tokens": 8}),
+        json!({"ids": &long[..150], "temperature": 0, "max_tokens": 8}),
+    ];
+    let file = scratch("batch.jsonl");
+    let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    std::fs::write(&file, text.join("\n")).unwrap();
+    let dir = fixture("bf16");
+    let o = run(&[
+        "batch",
+        "-m",
+        dir.to_str().unwrap(),
+        "-f",
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let outs: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(outs.len(), 3);
+    // The first request is the reference prompt: its greedy continuation, token for token.
+    assert_eq!(
+        ids_of(&outs[0]["ids"]),
+        ids_of(&r["prompts"][3]["greedy_ids"])
+    );
+    assert_eq!(outs[0]["cached_tokens"], 0);
+    // Later ones share whole 16-token blocks of its prefix and skip their prefill.
+    assert_eq!(outs[1]["cached_tokens"], 96);
+    assert_eq!(outs[2]["cached_tokens"], 144);
+    // And they generate what a lone one-shot run generates.
+    for (i, line) in lines.iter().enumerate().skip(1) {
+        let ids = csv(&ids_of(&line["ids"]));
+        let single = run_json(&[
+            "-m",
+            dir.to_str().unwrap(),
+            "--ids",
+            &ids,
+            "-t",
+            "0",
+            "-l",
+            "8",
+            "--ignore-eos",
+            "--json",
+        ]);
+        assert_eq!(
+            ids_of(&outs[i]["ids"]),
+            ids_of(&single["ids"]),
+            "request {i}"
+        );
+    }
+    assert!(
+        stderr(&o).contains("240 reused from the prefix cache"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(&file, "{\"prompt\": 3}\n").unwrap();
+    assert_one_line_error(
+        &[
+            "batch",
+            "-m",
+            dir.to_str().unwrap(),
+            "-f",
+            file.to_str().unwrap(),
+        ],
+        "line 1",
+    );
+    std::fs::remove_file(&file).unwrap();
+}
+
+#[test]
+fn prompt_cache_reuses_the_prefix_and_refuses_foreign_files() {
+    let cache = scratch("prompt-cache.bin");
+    let _ = std::fs::remove_file(&cache);
+    let bf16 = fixture("bf16");
+    let args = |ids: &'static str| -> Vec<String> {
+        [
+            "-m",
+            bf16.to_str().unwrap(),
+            "--ids",
+            ids,
+            "-t",
+            "0",
+            "-l",
+            "4",
+            "--ignore-eos",
+            "--json",
+            "-v",
+            "--prompt-cache",
+            cache.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let first = run(&args("4,5,6,7,8,9,10")
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(cache.exists());
+    let second = run(&args("4,5,6,7,8,9,11")
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    assert!(
+        stderr(&second).contains("reused 6 of 7 prompt tokens"),
+        "{}",
+        stderr(&second)
+    );
+    let plain = run_json(&[
+        "-m",
+        bf16.to_str().unwrap(),
+        "--ids",
+        "4,5,6,7,8,9,11",
+        "-t",
+        "0",
+        "-l",
+        "4",
+        "--ignore-eos",
+        "--json",
+    ]);
+    let cached: Value = serde_json::from_str(stdout(&second).trim()).unwrap();
+    assert_eq!(
+        cached["ids"], plain["ids"],
+        "a reused prefix gives the tokens of a full prefill"
+    );
+    let f16 = fixture("f16");
+    assert_one_line_error(
+        &[
+            "-m",
+            f16.to_str().unwrap(),
+            "--ids",
+            "1",
+            "--prompt-cache",
+            cache.to_str().unwrap(),
+        ],
+        "different model",
+    );
+    assert_one_line_error(
+        &[
+            "-m",
+            bf16.to_str().unwrap(),
+            "--ids",
+            "1",
+            "--kv-type",
+            "bf16",
+            "--prompt-cache",
+            cache.to_str().unwrap(),
+        ],
+        "--kv-type",
+    );
+    std::fs::remove_file(&cache).unwrap();
 }

@@ -2,57 +2,48 @@
 //! `modules_to_not_convert`).
 //!
 //! compressed-tensors matches a module when a target equals its name, equals its class name
-//! (`Linear`), or is `re:<pattern>` and Python's `re.match(pattern, name)` succeeds (anchored at
-//! the start only). The regexes real checkpoints use are small (`re:.*mlp\.gate$`,
-//! `re:.*layers\.\d+\.mlp\.down_proj`), so this file implements the subset they need — literals,
-//! escapes, `.`, `\d`, `\w`, the quantifiers `* + ?`, and `^`/`$` anchors — instead of pulling in
-//! a regex engine. Anything else (groups, classes, alternation) is rejected when the config is
-//! read, naming the pattern, so an unsupported pattern can never silently match nothing.
+//! (`Linear`), or is `re:<pattern>` and Python's `re.match(pattern, name)` succeeds: anchored at
+//! the start only. The `regex` crate's syntax covers what checkpoints write (`.*`, `\d+`,
+//! escapes, groups, alternation); a pattern it cannot compile is rejected when the config is
+//! read, naming the pattern, so an unsupported pattern never silently matches nothing.
 
 use crate::{QuantError, Result};
+use regex::Regex;
 
 /// One entry of a target or ignore list.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ModulePattern {
     source: String,
     kind: Kind,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 enum Kind {
     /// A module name, or the class name `Linear` (which every layer loaded here is).
     Name(String),
-    /// `re:` pattern, compiled.
-    Regex {
-        pieces: Vec<Piece>,
-        anchored_end: bool,
-    },
+    /// A `re:` pattern, compiled with a `^(?:...)` prefix: `re.match` semantics.
+    Regex(Regex),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Atom {
-    Lit(char),
-    Any,
-    Digit,
-    Word,
+impl PartialEq for ModulePattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Piece {
-    atom: Atom,
-    min: usize,
-    /// `usize::MAX` for `*` and `+`.
-    max: usize,
-}
+impl Eq for ModulePattern {}
 
 impl ModulePattern {
     /// Parses a list entry; `field` names the config list for errors.
     pub fn parse(field: &str, source: &str) -> Result<Self> {
         let kind = match source.strip_prefix("re:") {
             None => Kind::Name(source.to_owned()),
-            Some(re) => compile(re).map_err(|why| {
-                QuantError::config(field, format!("pattern `{source}`: {why} (supported: literals, `.`, `\\d`, `\\w`, escapes, `* + ?`, `^`, `$`)"))
-            })?,
+            Some(re) => Kind::Regex(Regex::new(&format!("^(?:{re})")).map_err(|e| {
+                QuantError::config(
+                    field,
+                    format!("pattern `{source}` is not a valid regex: {e}"),
+                )
+            })?),
         };
         Ok(Self {
             source: source.to_owned(),
@@ -69,93 +60,9 @@ impl ModulePattern {
     pub fn matches_linear(&self, name: &str) -> bool {
         match &self.kind {
             Kind::Name(n) => n == name || n == "Linear",
-            Kind::Regex {
-                pieces,
-                anchored_end,
-            } => {
-                let text: Vec<char> = name.chars().collect();
-                match_here(pieces, &text, *anchored_end)
-            }
+            Kind::Regex(re) => re.is_match(name),
         }
     }
-}
-
-fn compile(re: &str) -> std::result::Result<Kind, String> {
-    let mut chars = re.chars().peekable();
-    let mut pieces: Vec<Piece> = Vec::new();
-    let mut anchored_end = false;
-    if chars.peek() == Some(&'^') {
-        chars.next();
-    }
-    while let Some(c) = chars.next() {
-        if anchored_end {
-            return Err("`$` is only supported at the end".into());
-        }
-        let atom = match c {
-            '.' => Atom::Any,
-            '\\' => match chars.next() {
-                Some('d') => Atom::Digit,
-                Some('w') => Atom::Word,
-                Some(e) if !e.is_ascii_alphanumeric() => Atom::Lit(e),
-                Some(e) => return Err(format!("escape `\\{e}` is not supported")),
-                None => return Err("trailing `\\`".into()),
-            },
-            '$' => {
-                anchored_end = true;
-                continue;
-            }
-            '*' | '+' | '?' => {
-                let last = pieces.last_mut().filter(|p| p.min == 1 && p.max == 1);
-                let Some(last) = last else {
-                    return Err(format!("`{c}` does not follow a single atom"));
-                };
-                (last.min, last.max) = match c {
-                    '*' => (0, usize::MAX),
-                    '+' => (1, usize::MAX),
-                    _ => (0, 1),
-                };
-                continue;
-            }
-            '(' | ')' | '[' | ']' | '{' | '}' | '|' | '^' => {
-                return Err(format!("`{c}` is not supported"))
-            }
-            lit => Atom::Lit(lit),
-        };
-        pieces.push(Piece {
-            atom,
-            min: 1,
-            max: 1,
-        });
-    }
-    Ok(Kind::Regex {
-        pieces,
-        anchored_end,
-    })
-}
-
-fn atom_matches(atom: Atom, c: char) -> bool {
-    match atom {
-        Atom::Lit(l) => l == c,
-        Atom::Any => c != '\n',
-        Atom::Digit => c.is_ascii_digit(),
-        Atom::Word => c.is_alphanumeric() || c == '_',
-    }
-}
-
-/// Backtracking match of `pieces` at the start of `text` (greedy, like Python's `re.match`).
-/// Module names are short, so the worst case of nested stars does not matter.
-fn match_here(pieces: &[Piece], text: &[char], anchored_end: bool) -> bool {
-    let Some((piece, rest)) = pieces.split_first() else {
-        return !anchored_end || text.is_empty();
-    };
-    let run = text
-        .iter()
-        .take(piece.max)
-        .take_while(|&&c| atom_matches(piece.atom, c))
-        .count();
-    (piece.min..=run)
-        .rev()
-        .any(|n| match_here(rest, &text[n..], anchored_end))
 }
 
 #[cfg(test)]
@@ -185,6 +92,10 @@ mod tests {
             "model.layers.x.self_attn.q_proj"
         ));
         assert!(m("re:^lm_head$", "lm_head"));
-        assert!(ModulePattern::parse("ignore", "re:.*(gate|up)_proj").is_err());
+        // re.match anchors at the start only.
+        assert!(!m("re:mlp", "model.layers.0.mlp.up_proj"));
+        assert!(m("re:.*(gate|up)_proj", "model.layers.0.mlp.up_proj"));
+        assert!(!m("re:.*(gate|up)_proj", "model.layers.0.mlp.down_proj"));
+        assert!(ModulePattern::parse("ignore", "re:.*(gate").is_err());
     }
 }
