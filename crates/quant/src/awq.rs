@@ -195,7 +195,7 @@ impl AwqWeight {
         scales
             .expect_dtype(&[Dtype::F16, Dtype::BF16])?
             .expect_shape(&[groups, out_features])?;
-        let qweight = qweight.as_slice::<i32>()?;
+        let packed = qweight.as_slice::<i32>()?;
         let zeros = awq_unpack(qzeros.as_slice::<i32>()?, out_features); // (groups, out)
                                                                          // Both 16-bit formats convert to f32 exactly.
         let scales_in: Vec<f32> = match scales.dtype() {
@@ -210,14 +210,13 @@ impl AwqWeight {
                 .map(|v| v.to_f32())
                 .collect(),
         }; // (groups, out)
-        let weight = Self::repack(
-            qweight,
-            &zeros,
-            &scales_in,
-            out_features,
-            in_features,
-            group,
-        );
+        let weight = Self::repack(packed, &zeros, &scales_in, out_features, in_features, group);
+        // The repacked copy is all the kernels read from now on: let the kernel drop the
+        // checkpoint's pages from our resident set, or resident memory would be the file plus
+        // the copy (≈ 1.8× the weights). A failed hint only costs memory.
+        for t in [&qweight, &qzeros, &scales] {
+            let _ = t.advise(nano_infer_tensor::Paging::DontNeed);
+        }
         Ok(match activations {
             AwqActivations::F32 => weight,
             AwqActivations::Int8 => weight.into_tiles(),
