@@ -2,10 +2,13 @@
 //!
 //! The binary is a thin clap dispatcher: each subcommand lives in its own module and
 //! owns its argument struct, so adding `bench`, `cross` or `tidy` means one enum
-//! variant here and one module. xtask deliberately depends on no workspace crate:
+//! variant here and one module. `synth-model` deliberately uses no workspace crate:
 //! what it writes (synthetic checkpoints) must be an independent oracle for the
-//! loaders it exercises, not a mirror of their assumptions.
+//! loaders it exercises, not a mirror of their assumptions. Only `bench` links the
+//! `nano-infer` facade, to time it.
 
+mod bench;
+mod cross;
 mod synth;
 
 use std::process::ExitCode;
@@ -28,11 +31,21 @@ struct Cli {
 enum Command {
     /// Write a random-weight Qwen3 checkpoint in the exact Hugging Face on-disk layout.
     SynthModel(synth::SynthArgs),
+    /// End-to-end speed (load, prefill, decode, peak RSS) of whole models on this machine.
+    Bench(bench::BenchArgs),
+    /// One `bench` configuration in this process, as one JSON line (run by `bench`).
+    #[command(hide = true)]
+    BenchOne(bench::OneArgs),
+    /// Build and run the tests for aarch64 under qemu, and check x86-64 run-time dispatch.
+    Cross(cross::CrossArgs),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::SynthModel(args) => synth::run(&args),
+        Command::Bench(args) => bench::run(&args),
+        Command::BenchOne(args) => bench::run_one(&args),
+        Command::Cross(args) => cross::run(&args),
     };
     // Print the cause chain on one line, without the backtrace anyhow's `Termination`
     // adds when RUST_BACKTRACE is set: these are user errors (paths, arguments).

@@ -1,0 +1,308 @@
+//! `cargo xtask bench`: end-to-end speed of whole models on this machine, recorded per
+//! machine under `bench/`.
+//!
+//! Design: the parent process first measures read bandwidth (`bandwidth.rs`), then, for
+//! each model x thread count x repeat, re-invokes this binary as `bench-one`
+//! (`one.rs`) and reads back one JSON line. A fresh process per configuration is what
+//! makes the figures honest: rayon's global pool can be sized once per process, and
+//! `VmHWM` (peak RSS) never goes down. Rows report medians over the repeats
+//! (`report.rs`); the JSON output keeps every sample. Cost: each run pays a model load,
+//! which with the weights in the page cache is an mmap (plus AWQ's repack).
+//!
+//! Models default to the synthetic Qwen3-4B checkpoints `models/synth-4b-<format>` under
+//! the repository root (also looked for in `../models/`); missing ones are generated with
+//! `synth-model`, in a child process too, so the parent never holds gigabytes.
+
+mod bandwidth;
+mod one;
+mod report;
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::ValueEnum;
+
+use crate::synth::WeightFormat;
+use one::OneResult;
+pub(crate) use one::{run as run_one, OneArgs};
+use report::{Machine, Report, Row};
+
+/// Bandwidth buffer: far beyond any last-level cache we expect (tens of MiB).
+const BANDWIDTH_MIB: usize = 1024;
+const BANDWIDTH_PASSES: usize = 5;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+For each model and thread count, a fresh child process loads the model, runs one warm-up
+token, prefills each --prompt length of random ids in a fresh session, then decodes --decode
+tokens greedily after the first prompt; it reports load time, tok/s and peak RSS (VmHWM).
+Decode is also shown as a fraction of its bound: read bandwidth at that thread count
+(measured here first) / Model::bytes_per_token().
+
+The report goes to stdout (markdown, or JSON with --json) and to
+<out>/<cpu>-<cores>c-<YYYY-MM-DD>.{md,json}. Run nothing else meanwhile: the load average
+before and after is recorded because it skews every figure.")]
+pub(crate) struct BenchArgs {
+    /// Model directories to benchmark, instead of the synthetic --formats.
+    #[arg(long, num_args = 1.., value_name = "DIR", conflicts_with = "formats")]
+    models: Vec<PathBuf>,
+
+    /// Synthetic Qwen3-4B checkpoints to benchmark, from models/synth-4b-<format>
+    /// (generated when missing).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_values_t = [WeightFormat::Bf16, WeightFormat::Awq, WeightFormat::Fp8Block]
+    )]
+    formats: Vec<WeightFormat>,
+
+    /// rayon thread counts [default: 1 and all cores].
+    #[arg(long, value_delimiter = ',')]
+    threads: Vec<NonZeroUsize>,
+
+    /// Prompt lengths to prefill, each in a fresh session.
+    #[arg(long, value_delimiter = ',', default_values_t = [128, 512])]
+    prompt: Vec<usize>,
+
+    /// Greedy decode steps after the first prompt (0: none).
+    #[arg(long, default_value_t = 64)]
+    decode: usize,
+
+    /// Runs per configuration; rows show the median.
+    #[arg(long, default_value_t = NonZeroUsize::MIN.saturating_add(2))]
+    repeat: NonZeroUsize,
+
+    /// Print the report as JSON instead of markdown.
+    #[arg(long)]
+    json: bool,
+
+    /// Directory for the recorded report [default: <repo>/bench].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+
+    /// Print only; write nothing under --out.
+    #[arg(long)]
+    no_save: bool,
+
+    /// Cap on the kernels' instruction set (scalar, avx2, avx512, neon).
+    #[arg(long)]
+    isa: Option<String>,
+
+    /// Fail instead of generating a missing synthetic model.
+    #[arg(long)]
+    no_synth: bool,
+}
+
+fn repo_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    root.canonicalize().unwrap_or(root)
+}
+
+fn format_name(f: WeightFormat) -> String {
+    f.to_possible_value()
+        .map_or_else(String::new, |p| p.get_name().to_owned())
+}
+
+/// The directory of the synthetic 4B model in `fmt`, generating it if needed.
+fn synth_model(root: &Path, fmt: WeightFormat, no_synth: bool) -> Result<PathBuf> {
+    let name = format!("synth-4b-{}", format_name(fmt));
+    let here = root.join("models").join(&name);
+    for dir in [&here, &root.join("../models").join(&name)] {
+        if dir.join("config.json").is_file() {
+            return Ok(dir.clone());
+        }
+    }
+    let cmd = format!(
+        "cargo xtask synth-model --out {} --dtype {}",
+        here.display(),
+        format_name(fmt)
+    );
+    if no_synth {
+        bail!("no model at {}; generate it with `{cmd}`", here.display());
+    }
+    eprintln!("bench: {} is missing, running `{cmd}`", here.display());
+    let status = Command::new(std::env::current_exe()?)
+        .arg("synth-model")
+        .arg("--out")
+        .arg(&here)
+        .arg("--dtype")
+        .arg(format_name(fmt))
+        .stdout(Stdio::inherit())
+        .status()
+        .context("cannot run synth-model")?;
+    ensure!(status.success(), "`{cmd}` failed");
+    Ok(here)
+}
+
+/// One configuration in a fresh child process.
+fn run_child(args: &BenchArgs, model: &Path, threads: usize) -> Result<OneResult> {
+    let prompts: Vec<String> = args.prompt.iter().map(|p| p.to_string()).collect();
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("bench-one")
+        .arg("--model")
+        .arg(model)
+        .arg("--threads")
+        .arg(threads.to_string())
+        .arg("--prompt")
+        .arg(prompts.join(","))
+        .arg("--decode")
+        .arg(args.decode.to_string())
+        .stderr(Stdio::inherit());
+    if let Some(isa) = &args.isa {
+        cmd.arg("--isa").arg(isa);
+    }
+    let out = cmd.output().context("cannot run bench-one")?;
+    ensure!(
+        out.status.success(),
+        "bench-one on {} with {threads} threads failed ({})",
+        model.display(),
+        out.status
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .context("bench-one printed nothing")?;
+    serde_json::from_str(line).with_context(|| format!("bench-one printed {line:?}"))
+}
+
+pub(crate) fn run(args: &BenchArgs) -> Result<()> {
+    ensure!(
+        !args.prompt.is_empty() && !args.prompt.contains(&0),
+        "--prompt lengths must be at least 1"
+    );
+    let root = repo_root();
+    let models: Vec<(String, PathBuf)> = if args.models.is_empty() {
+        args.formats
+            .iter()
+            .map(|&f| Ok((format_name(f), synth_model(&root, f, args.no_synth)?)))
+            .collect::<Result<_>>()?
+    } else {
+        args.models
+            .iter()
+            .map(|d| {
+                ensure!(
+                    d.join("config.json").is_file(),
+                    "{} has no config.json",
+                    d.display()
+                );
+                let label = d
+                    .file_name()
+                    .map_or_else(|| d.display().to_string(), |n| n.to_string_lossy().into());
+                Ok((label, d.clone()))
+            })
+            .collect::<Result<_>>()?
+    };
+
+    let machine = Machine::detect(&root);
+    let mut threads: Vec<usize> = args.threads.iter().map(|t| t.get()).collect();
+    if threads.is_empty() {
+        threads = vec![1, machine.cores];
+    }
+    // Keep the order given, drop repeats (1 and all cores coincide on a 1-core machine).
+    let mut seen = Vec::new();
+    threads.retain(|t| {
+        !seen.contains(t) && {
+            seen.push(*t);
+            true
+        }
+    });
+    // Bandwidth at 1, 2 and all cores, and at every thread count a row needs for its bound.
+    let mut bw_threads: Vec<usize> = [1, 2.min(machine.cores), machine.cores]
+        .into_iter()
+        .chain(threads.iter().copied())
+        .collect();
+    bw_threads.sort_unstable();
+    bw_threads.dedup();
+
+    let loadavg_before = report::loadavg();
+    eprintln!(
+        "bench: {} ({} cores), load average {loadavg_before}; measuring read bandwidth",
+        machine.cpu, machine.cores
+    );
+    let bandwidth = bandwidth::measure(&bw_threads, BANDWIDTH_MIB << 20, BANDWIDTH_PASSES);
+    for (t, bw) in &bandwidth {
+        eprintln!("bench: read bandwidth, {t} threads: {:.1} GB/s", bw / 1e9);
+    }
+
+    let mut report = Report {
+        machine,
+        command: std::iter::once("cargo xtask".to_owned())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" "),
+        repeat: args.repeat.get(),
+        loadavg_before,
+        loadavg_after: String::new(),
+        bandwidth,
+        bandwidth_buffer_bytes: BANDWIDTH_MIB << 20,
+        rows: Vec::new(),
+    };
+    let out_dir = args.out.clone().unwrap_or_else(|| root.join("bench"));
+    let stem = report.free_stem(&out_dir);
+    // Repeats are the outer loop: after the first round every configuration has a sample,
+    // and the files are rewritten after each run, so a long run that is stopped still has a
+    // complete table (with fewer repeats).
+    let configs: Vec<(&str, &Path, usize)> = models
+        .iter()
+        .flat_map(|(label, dir)| {
+            threads
+                .iter()
+                .map(move |&t| (label.as_str(), dir.as_path(), t))
+        })
+        .collect();
+    let mut samples: Vec<Vec<OneResult>> = vec![Vec::new(); configs.len()];
+    for r in 0..args.repeat.get() {
+        for (i, &(label, dir, t)) in configs.iter().enumerate() {
+            let s = run_child(args, dir, t)?;
+            eprintln!(
+                "bench: run {}/{}, {label}, {t} threads: load {:.2} s, prefill {}, decode {}",
+                r + 1,
+                args.repeat,
+                s.load_s,
+                s.prefill
+                    .iter()
+                    .map(|p| format!("{}: {:.2} tok/s", p.tokens, p.tok_s()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                s.decode
+                    .map_or_else(|| "-".into(), |d| format!("{:.2} tok/s", d.tok_s()))
+            );
+            samples[i].push(s);
+            report.rows = configs
+                .iter()
+                .zip(&samples)
+                .filter(|(_, s)| !s.is_empty())
+                .map(|(&(label, _, t), s)| {
+                    let bw = report
+                        .bandwidth
+                        .iter()
+                        .find(|(bt, _)| *bt == t)
+                        .map_or(f64::NAN, |b| b.1);
+                    Row::from_samples(label.to_owned(), s.clone(), bw)
+                })
+                .collect();
+            report.loadavg_after = report::loadavg();
+            if !args.no_save {
+                report.save(&out_dir, &stem)?;
+            }
+        }
+    }
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.markdown());
+    }
+    if !args.no_save {
+        eprintln!(
+            "bench: wrote {}.md and .json",
+            out_dir.join(&stem).display()
+        );
+    }
+    Ok(())
+}
