@@ -4,13 +4,8 @@
 use nano_infer_qwen3::{LoadOptions, Model, ModelError};
 use std::path::PathBuf;
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/fixtures"
-    ))
-    .join(name)
-}
+mod common;
+use common::fixture_dir as fixture;
 
 fn model(ctx: Option<usize>) -> Model {
     Model::load(

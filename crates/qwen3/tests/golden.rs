@@ -18,6 +18,9 @@ use nano_infer_tensor::SafetensorsFile;
 use serde_json::Value;
 use std::path::PathBuf;
 
+mod common;
+use common::{argmax, fixture_dir, ids, max_abs_diff, reference};
+
 /// See the module doc for why.
 const LOGIT_ATOL: f32 = 1e-3;
 /// Log-probs are differences of logits and a log-sum-exp: the same error budget.
@@ -30,13 +33,8 @@ struct Fixture {
 }
 
 fn fixture(name: &str) -> Fixture {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/fixtures"
-    ))
-    .join(name);
-    let text = std::fs::read_to_string(dir.join("reference.json")).expect("reference.json");
-    let reference = serde_json::from_str(&text).expect("reference.json parses");
+    let dir = fixture_dir(name);
+    let reference = reference(name);
     let tensors =
         SafetensorsFile::open(dir.join("reference.safetensors")).expect("reference.safetensors");
     Fixture {
@@ -44,33 +42,6 @@ fn fixture(name: &str) -> Fixture {
         reference,
         tensors,
     }
-}
-
-fn ids(value: &Value) -> Vec<u32> {
-    value
-        .as_array()
-        .expect("id list")
-        .iter()
-        .map(|v| v.as_u64().expect("id") as u32)
-        .collect()
-}
-
-fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, v) in logits.iter().enumerate() {
-        if *v > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// Natural-log softmax probability of `target` under `logits`, in f64 for a stable reference.

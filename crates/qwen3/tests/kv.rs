@@ -16,16 +16,11 @@ use nano_infer_qwen3::{
 };
 use serde_json::Value;
 
+mod common;
+use common::{argmax, fixture_dir, max_abs_diff};
+
 /// Summation-order differences only: the golden tests' bound.
 const LOGIT_ATOL: f32 = 1e-3;
-
-fn fixture_dir(name: &str) -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/fixtures"
-    ))
-    .join(name)
-}
 
 /// The reference prompts of a fixture, shortest first (lengths 1, 7, 33, 200).
 fn prompts(name: &str) -> Vec<Vec<u32>> {
@@ -55,24 +50,6 @@ fn load(name: &str, kv_dtype: KvDtype) -> Model {
         },
     )
     .unwrap()
-}
-
-fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, v) in logits.iter().enumerate() {
-        if *v > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// Prefill logits and the `n`-token greedy continuation of one plain session, with the logits

@@ -4,44 +4,16 @@
 use nano_infer_qwen3::{LoadOptions, Model};
 use std::path::PathBuf;
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/fixtures"
-    ))
-    .join(name)
-}
+mod common;
+use common::{argmax, fixture_dir as fixture, ids, reference};
 
 fn prompts(name: &str) -> Vec<(Vec<u32>, Vec<u32>)> {
-    let text = std::fs::read_to_string(fixture(name).join("reference.json")).unwrap();
-    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
-    json["prompts"]
+    reference(name)["prompts"]
         .as_array()
         .unwrap()
         .iter()
         .map(|p| (ids(&p["input_ids"]), ids(&p["greedy_ids"])))
         .collect()
-}
-
-fn argmax(logits: &[f32]) -> u32 {
-    logits
-        .iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-            if v > best.1 {
-                (i, v)
-            } else {
-                best
-            }
-        })
-        .0 as u32
 }
 
 /// "R of N layers resident" from the report.

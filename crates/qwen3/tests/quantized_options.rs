@@ -24,23 +24,8 @@ use nano_infer_tensor::SafetensorsFile;
 use serde_json::Value;
 use std::path::PathBuf;
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn argmax(l: &[f32]) -> u32 {
-    let mut b = 0;
-    for (i, v) in l.iter().enumerate() {
-        if *v > l[b] {
-            b = i;
-        }
-    }
-    b as u32
-}
+mod common;
+use common::{argmax, ids};
 
 fn log_prob(l: &[f32], t: u32) -> f64 {
     let m = l.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;

@@ -6,7 +6,9 @@ use nano_infer_qwen3::{
 };
 use proptest::prelude::*;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+
+mod common;
+use common::fixture_dir as fixture;
 
 fn params(temperature: f32, top_k: usize, top_p: f32, min_p: f32) -> SamplingParams {
     SamplingParams {
@@ -142,14 +144,6 @@ fn validation_names_the_setting() {
         params(0.0, 0, 1.0, 0.0).validate().is_ok(),
         "top-k 0 is off, temperature 0 greedy"
     );
-}
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/fixtures"
-    ))
-    .join(name)
 }
 
 #[test]
