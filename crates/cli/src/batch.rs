@@ -11,7 +11,7 @@ use crate::args::BatchArgs;
 use crate::load::{self, Loaded};
 use crate::{hub, run};
 use anyhow::{bail, Context, Result};
-use nano_infer_qwen3::{BatchEngine, BatchRequest, EngineOptions, SamplingParams, StopReason};
+use nano_infer_qwen3::{BatchEngine, BatchRequest, EngineOptions, SamplingParams};
 use nano_infer_tokenizer::{ChatMessage, RenderOptions};
 use serde::Deserialize;
 use serde_json::json;
@@ -109,11 +109,7 @@ pub fn run(args: &BatchArgs) -> Result<ExitCode> {
             "decode_s": out.decode_time.as_secs_f64(),
         });
         if let Some(tok) = &loaded.tokenizer {
-            let ids = match out.stop_reason {
-                StopReason::Stop => &out.ids[..out.ids.len().saturating_sub(1)],
-                _ => &out.ids[..],
-            };
-            line["text"] = json!(tok.decode(ids, false)?);
+            line["text"] = json!(tok.decode(run::answer_ids(&out.ids, out.stop_reason), false)?);
         }
         outln!("{}", serde_json::to_string(&line)?)?;
     }
@@ -152,11 +148,7 @@ fn request(loaded: &Loaded, line: &Line, stop_ids: &[u32]) -> Result<BatchReques
             (None, Some(text)) => messages.push(ChatMessage::new("user", text)),
             (None, None) => unreachable!("checked above"),
         }
-        let template = loaded
-            .template
-            .as_ref()
-            .map_err(|why| anyhow::anyhow!("{why}"))?;
-        let rendered = template.render(
+        let rendered = loaded.template()?.render(
             &messages,
             &RenderOptions {
                 add_generation_prompt: true,

@@ -15,7 +15,7 @@ use crate::args::{self, GenerateArgs};
 use crate::interrupt::Interrupt;
 use crate::load::Loaded;
 use crate::output::{TextStream, ThinkStyle};
-use crate::stats;
+use crate::{run, stats};
 use anyhow::Result;
 use nano_infer_qwen3::{generate, GenerateOptions, Sampler, Session, StopReason};
 use nano_infer_tokenizer::{ChatMessage, ChatTemplate, RenderOptions, Tokenizer};
@@ -199,10 +199,7 @@ impl Chat<'_> {
 
         // The answer goes into the history even when cut short, so the next turn sees what
         // the user saw.
-        let answer = match generation.stop_reason {
-            StopReason::Stop => &generation.ids[..generation.ids.len() - 1],
-            _ => &generation.ids[..],
-        };
+        let answer = run::answer_ids(&generation.ids, generation.stop_reason);
         let answer = self.tokenizer.decode(answer, true)?;
         self.messages.push(ChatMessage::new("assistant", answer));
         if self.verbose {

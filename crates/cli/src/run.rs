@@ -118,6 +118,15 @@ fn encode_prompt(args: &GenerateArgs, loaded: &Loaded, text: &str) -> Result<Vec
     Ok(tokenizer.encode(&rendered)?)
 }
 
+/// The generated ids less the stop token that ended them, if one did: the answer as the user
+/// sees it (for `text` fields and chat history).
+pub fn answer_ids(ids: &[u32], stop_reason: StopReason) -> &[u32] {
+    match stop_reason {
+        StopReason::Stop => &ids[..ids.len().saturating_sub(1)],
+        _ => ids,
+    }
+}
+
 /// Stop ids: the model's, plus Qwen's end-of-turn and end-of-text tokens when the tokenizer
 /// knows them (a checkpoint without generation_config.json would otherwise run to -l).
 pub fn stop_ids(loaded: &Loaded) -> Vec<u32> {
@@ -239,11 +248,7 @@ fn generation_json(loaded: &Loaded, g: &Generation) -> Result<String> {
         "timings": stats::timings_json(loaded.load_time, g),
     });
     if let Some(tok) = &loaded.tokenizer {
-        let ids = match g.stop_reason {
-            StopReason::Stop => &g.ids[..g.ids.len().saturating_sub(1)],
-            _ => &g.ids[..],
-        };
-        out["text"] = json!(tok.decode(ids, false)?);
+        out["text"] = json!(tok.decode(answer_ids(&g.ids, g.stop_reason), false)?);
     }
     Ok(serde_json::to_string(&out)?)
 }

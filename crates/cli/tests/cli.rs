@@ -45,6 +45,19 @@ fn run(args: &[&str]) -> Output {
     cmd(args).output().unwrap()
 }
 
+/// Runs with `input` piped to stdin (the chat reads plain lines when stdin is not a terminal).
+fn run_with_stdin(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -419,31 +432,21 @@ fn prefill_lines(err: &str) -> Vec<(usize, usize)> {
 
 #[test]
 fn chat_keeps_the_cache_across_turns() {
-    use std::io::Write;
     let dir = fixture("bf16_fullvocab");
-    let mut child = cmd(&[
-        "-m",
-        dir.to_str().unwrap(),
-        "-i",
-        "-t",
-        "0",
-        "-l",
-        "8",
-        "-v",
-        "--think",
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"Hello there\n\nHow are you?\n")
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = run_with_stdin(
+        &[
+            "-m",
+            dir.to_str().unwrap(),
+            "-i",
+            "-t",
+            "0",
+            "-l",
+            "8",
+            "-v",
+            "--think",
+        ],
+        b"Hello there\n\nHow are you?\n",
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         stdout(&o).lines().filter(|l| !l.trim().is_empty()).count(),
@@ -469,9 +472,8 @@ fn chat_keeps_the_cache_across_turns() {
 
 #[test]
 fn chat_commands() {
-    use std::io::Write;
     let dir = fixture("bf16_fullvocab");
-    let mut child = cmd(&[
+    let args = [
         "-m",
         dir.to_str().unwrap(),
         "-i",
@@ -480,20 +482,9 @@ fn chat_commands() {
         "-l",
         "4",
         "-v",
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    ];
     let script = "/help\n/no_think\n/system Be brief.\nHi\n/clear\n/bogus\n/exit\nnever answered\n";
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = run_with_stdin(&args, script.as_bytes());
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
     for needle in [
@@ -514,31 +505,21 @@ fn chat_commands() {
 
 #[test]
 fn chat_reports_a_full_context() {
-    use std::io::Write;
     let dir = fixture("bf16_fullvocab");
-    let mut child = cmd(&[
-        "-m",
-        dir.to_str().unwrap(),
-        "-i",
-        "-t",
-        "0",
-        "-l",
-        "4",
-        "--ctx-size",
-        "24",
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"Hi\nTell me a much longer story about the sea please\n")
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = run_with_stdin(
+        &[
+            "-m",
+            dir.to_str().unwrap(),
+            "-i",
+            "-t",
+            "0",
+            "-l",
+            "4",
+            "--ctx-size",
+            "24",
+        ],
+        b"Hi\nTell me a much longer story about the sea please\n",
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("context full"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("panicked"));
