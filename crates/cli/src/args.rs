@@ -67,6 +67,14 @@ pub struct BatchArgs {
     /// Prefill every prompt in full instead of reusing cached prefixes
     #[arg(long = "no-prefix-cache")]
     pub no_prefix_cache: bool,
+    /// How cached prefixes are found: radix (a radix tree over tokens, SGLang's design) or hash
+    /// (whole blocks keyed by a chained hash, vLLM's); both give the same results
+    #[arg(
+        long = "prefix-index",
+        value_name = "radix|hash",
+        default_value = "radix"
+    )]
+    pub prefix_index: nano_infer_qwen3::PrefixIndex,
     /// Context size in tokens per sequence [default: the model's max_position_embeddings]
     #[arg(
         short = 'c',

@@ -94,6 +94,7 @@ pub fn run(args: &BatchArgs) -> Result<ExitCode> {
         max_batch: args.max_batch,
         kv_budget_bytes: kv_budget as usize,
         prefix_cache: !args.no_prefix_cache,
+        prefix_index: args.prefix_index,
         ..EngineOptions::default()
     };
     let mut engine = BatchEngine::new(&loaded.model, &options)?;

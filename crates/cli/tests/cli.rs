@@ -903,54 +903,59 @@ fn batch_runs_requests_together_and_reuses_shared_prefixes() {
     let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     std::fs::write(&file, text.join("\n")).unwrap();
     let dir = fixture("bf16");
-    let o = run(&[
-        "batch",
-        "-m",
-        dir.to_str().unwrap(),
-        "-f",
-        file.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let outs: Vec<Value> = stdout(&o)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(outs.len(), 3);
-    // The first request is the reference prompt: its greedy continuation, token for token.
-    assert_eq!(
-        ids_of(&outs[0]["ids"]),
-        ids_of(&r["prompts"][3]["greedy_ids"])
-    );
-    assert_eq!(outs[0]["cached_tokens"], 0);
-    // Later ones share whole 16-token blocks of its prefix and skip their prefill.
-    assert_eq!(outs[1]["cached_tokens"], 96);
-    assert_eq!(outs[2]["cached_tokens"], 144);
-    // And they generate what a lone one-shot run generates.
-    for (i, line) in lines.iter().enumerate().skip(1) {
-        let ids = csv(&ids_of(&line["ids"]));
-        let single = run_json(&[
+    // Both prefix indices find the same blocks and give the same tokens.
+    for index in ["radix", "hash"] {
+        let o = run(&[
+            "batch",
             "-m",
             dir.to_str().unwrap(),
-            "--ids",
-            &ids,
-            "-t",
-            "0",
-            "-l",
-            "8",
-            "--ignore-eos",
-            "--json",
+            "-f",
+            file.to_str().unwrap(),
+            "--prefix-index",
+            index,
         ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let outs: Vec<Value> = stdout(&o)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(outs.len(), 3);
+        // The first request is the reference prompt: its greedy continuation, token for token.
         assert_eq!(
-            ids_of(&outs[i]["ids"]),
-            ids_of(&single["ids"]),
-            "request {i}"
+            ids_of(&outs[0]["ids"]),
+            ids_of(&r["prompts"][3]["greedy_ids"])
+        );
+        assert_eq!(outs[0]["cached_tokens"], 0);
+        // Later ones share whole 16-token blocks of its prefix and skip their prefill.
+        assert_eq!(outs[1]["cached_tokens"], 96);
+        assert_eq!(outs[2]["cached_tokens"], 144);
+        // And they generate what a lone one-shot run generates.
+        for (i, line) in lines.iter().enumerate().skip(1) {
+            let ids = csv(&ids_of(&line["ids"]));
+            let single = run_json(&[
+                "-m",
+                dir.to_str().unwrap(),
+                "--ids",
+                &ids,
+                "-t",
+                "0",
+                "-l",
+                "8",
+                "--ignore-eos",
+                "--json",
+            ]);
+            assert_eq!(
+                ids_of(&outs[i]["ids"]),
+                ids_of(&single["ids"]),
+                "{index}: request {i}"
+            );
+        }
+        assert!(
+            stderr(&o).contains("240 reused from the prefix cache"),
+            "{}",
+            stderr(&o)
         );
     }
-    assert!(
-        stderr(&o).contains("240 reused from the prefix cache"),
-        "{}",
-        stderr(&o)
-    );
     std::fs::write(&file, "{\"prompt\": 3}\n").unwrap();
     assert_one_line_error(
         &[
@@ -961,6 +966,18 @@ fn batch_runs_requests_together_and_reuses_shared_prefixes() {
             file.to_str().unwrap(),
         ],
         "line 1",
+    );
+    assert_one_line_error(
+        &[
+            "batch",
+            "-m",
+            dir.to_str().unwrap(),
+            "-f",
+            file.to_str().unwrap(),
+            "--prefix-index",
+            "tree",
+        ],
+        "expected radix or hash",
     );
     std::fs::remove_file(&file).unwrap();
 }

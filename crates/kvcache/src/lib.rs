@@ -8,6 +8,9 @@
 //!   from one bounded pool, per-sequence block tables, fork with copy-on-write.
 //! - [`PrefixCache`] (`prefix`): full blocks keyed by a chained hash of their token ids, longest
 //!   cached prefix lookup, LRU eviction under a byte budget (vLLM's automatic prefix caching).
+//!
+//! The Qwen3 engine (`nano-infer-qwen3`'s `BatchEngine`) indexes its cached blocks with either
+//! of the last two; both reuse the same whole blocks.
 //! - [`RadixTree`] (`radix`): a radix tree over token sequences owning per-token KV handles,
 //!   with lock counts and LRU leaf eviction (SGLang's RadixAttention).
 //!

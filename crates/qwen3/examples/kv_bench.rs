@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p nano-infer-qwen3 --example kv_bench -- /work/models/synth-4b-bf16 \
-//!     [--kv-type bf16] [--system 1000] [--question 24] [--steps 8] [--batches 1,4,8]
+//!     [--kv-type bf16] [--prefix-index radix|hash] [--system 1000] [--question 24] [--steps 8] [--batches 1,4,8]
 //! ```
 //!
 //! Prompts are deterministic pseudo-random token ids (the synthetic checkpoints have random
@@ -12,11 +12,14 @@
 
 use std::time::Instant;
 
-use nano_infer_qwen3::{BatchEngine, EngineOptions, KvDtype, LoadOptions, Logits, Model, SeqId};
+use nano_infer_qwen3::{
+    BatchEngine, EngineOptions, KvDtype, LoadOptions, Logits, Model, PrefixIndex, SeqId,
+};
 
 struct Args {
     dir: String,
     kv_dtype: KvDtype,
+    prefix_index: PrefixIndex,
     system: usize,
     question: usize,
     steps: usize,
@@ -24,12 +27,13 @@ struct Args {
 }
 
 fn parse() -> Result<Args, Box<dyn std::error::Error>> {
-    let usage = "usage: kv_bench MODEL_DIR [--kv-type f32|bf16|f16] [--system N] [--question N] \
-                 [--steps N] [--batches 1,4,8]";
+    let usage = "usage: kv_bench MODEL_DIR [--kv-type f32|bf16|f16] [--prefix-index radix|hash] \
+                 [--system N] [--question N] [--steps N] [--batches 1,4,8]";
     let mut it = std::env::args().skip(1);
     let mut a = Args {
         dir: String::new(),
         kv_dtype: KvDtype::Bf16,
+        prefix_index: PrefixIndex::Radix,
         system: 1000,
         question: 24,
         steps: 8,
@@ -39,6 +43,7 @@ fn parse() -> Result<Args, Box<dyn std::error::Error>> {
         let mut value = || it.next().ok_or(usage);
         match arg.as_str() {
             "--kv-type" => a.kv_dtype = value()?.parse()?,
+            "--prefix-index" => a.prefix_index = value()?.parse()?,
             "--system" => a.system = value()?.parse()?,
             "--question" => a.question = value()?.parse()?,
             "--steps" => a.steps = value()?.parse()?,
@@ -108,6 +113,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = EngineOptions {
         kv_budget_bytes: 4 << 30,
         max_batch,
+        prefix_index: a.prefix_index,
         ..EngineOptions::default()
     };
     let mut engine = BatchEngine::new(&model, &options)?;

@@ -1,4 +1,4 @@
-//! Many sequences over one paged KV pool, decoded together, with a radix prefix cache.
+//! Many sequences over one paged KV pool, decoded together, with a shared prefix cache.
 //!
 //! Design (vLLM's paged KV with SGLang's RadixAttention on top):
 //!
@@ -9,14 +9,19 @@
 //!   sequence as one row of a single forward pass: each linear layer reads its weights once per
 //!   step for all of them (decode is bound by weight bandwidth, so B sequences cost little more
 //!   than one), and attention runs per row over that row's own blocks.
-//! - **Prefix cache.** A [`RadixTree`] paged like the pool (one tree page = one KV block) maps
-//!   token prefixes to the blocks holding their KV. [`BatchEngine::add_sequence`] reuses the
+//! - **Prefix cache.** An index maps token prefixes to the pool blocks holding their KV, in
+//!   one of two designs ([`PrefixIndex`]): a [`RadixTree`] paged like the pool (one tree page =
+//!   one KV block; SGLang's RadixAttention, the default) or a [`PrefixCache`] of whole blocks
+//!   keyed by a chained hash of their tokens (vLLM's automatic prefix caching). Both reuse the
+//!   same whole blocks; the tree finds a prefix in one walk and evicts by node, the hash map
+//!   probes block by block and evicts by block. [`BatchEngine::add_sequence`] reuses the
 //!   blocks of the longest cached whole-block prefix (at most `prompt.len() - 1` tokens, since
 //!   the last prompt token must run to give logits) and [`BatchEngine::prefill`] computes only
-//!   the rest. Each cached block holds one pool reference owned by the tree; a running sequence
-//!   holds its own reference and locks its path so eviction skips what is in use. After a
+//!   the rest. Each cached block holds one pool reference owned by the index; a running sequence
+//!   holds its own reference, which keeps the block from eviction (the tree also locks the
+//!   sequence's path, the hash cache skips blocks whose refcount shows another holder). After a
 //!   prefill and when a sequence ends, its whole blocks are inserted. When the pool runs short,
-//!   least recently used unlocked leaves are evicted and their blocks released.
+//!   least recently used unused leaves are evicted and their blocks released.
 //! - **Scheduling.** [`BatchEngine::run`] admits requests in order while fewer than
 //!   `max_batch` run and the pool (after evicting cached blocks) can hold every running
 //!   request's worst case (prompt + `max_new_tokens`), so a step never runs out of blocks
@@ -31,7 +36,8 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use nano_infer_kvcache::{
-    BlockId, BlockPool, BlockPoolConfig, KvError, NodeId, PagedKvCache, RadixTree, SeqId,
+    BlockId, BlockPool, BlockPoolConfig, KvError, NodeId, PagedKvCache, PrefixCache, RadixTree,
+    SeqId,
 };
 
 use crate::attention::PagedSeqs;
@@ -50,6 +56,8 @@ pub struct EngineOptions {
     pub max_batch: usize,
     /// Reuse the KV of cached prefixes; off, every prompt is prefilled in full.
     pub prefix_cache: bool,
+    /// How cached prefixes are found (when `prefix_cache` is on).
+    pub prefix_index: PrefixIndex,
     /// Longest prefill forward pass in tokens (0 counts as 1): longer prompts run in chunks,
     /// which bounds activation memory at `prefill_chunk * (hidden + 2 * intermediate + ...)`.
     pub prefill_chunk: usize,
@@ -63,7 +71,88 @@ impl Default for EngineOptions {
             kv_budget_bytes: 2 << 30,
             max_batch: 8,
             prefix_cache: true,
+            prefix_index: PrefixIndex::Radix,
             prefill_chunk: 512,
+        }
+    }
+}
+
+/// The structure that finds cached prefixes; both reuse whole KV blocks and give the same
+/// tokens and logits, so the choice is about bookkeeping cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PrefixIndex {
+    /// A radix tree over token sequences (SGLang's RadixAttention): one walk per lookup, shared
+    /// paths stored once, LRU eviction of unused leaves.
+    #[default]
+    Radix,
+    /// Whole blocks keyed by a chained hash of their tokens (vLLM's automatic prefix caching):
+    /// one hash probe per block, LRU eviction of unused leaf blocks.
+    Hash,
+}
+
+impl std::str::FromStr for PrefixIndex {
+    type Err = ModelError;
+
+    /// `radix` or `hash`.
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        match s {
+            "radix" => Ok(PrefixIndex::Radix),
+            "hash" => Ok(PrefixIndex::Hash),
+            _ => Err(KvError::InvalidConfig(format!(
+                "unknown prefix index `{s}` (expected radix or hash)"
+            ))
+            .into()),
+        }
+    }
+}
+
+impl std::fmt::Display for PrefixIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PrefixIndex::Radix => "radix",
+            PrefixIndex::Hash => "hash",
+        })
+    }
+}
+
+/// The prefix index of a [`BatchEngine`], one of the [`PrefixIndex`] designs, with the
+/// operations the engine needs from either.
+#[derive(Debug)]
+enum Prefixes {
+    /// Token prefixes -> the block holding each token (one tree page per block). The tree owns
+    /// one pool reference per cached block.
+    Radix(RadixTree<BlockId>),
+    /// Chained block hashes -> blocks; owns one pool reference per entry.
+    Hash(PrefixCache),
+}
+
+impl Prefixes {
+    /// The blocks of the longest cached whole-block prefix of `tokens`, the tokens they hold, and
+    /// the tree node to lock while a sequence uses them (the hash cache needs no lock: the
+    /// sequence's own block references keep them).
+    fn lookup(
+        &mut self,
+        tokens: &[u32],
+        block_size: usize,
+    ) -> (Vec<BlockId>, usize, Option<NodeId>) {
+        match self {
+            Prefixes::Radix(tree) => {
+                let m = tree.match_prefix(tokens);
+                let blocks = m.handles.iter().step_by(block_size).copied().collect();
+                (blocks, m.len, Some(m.node))
+            }
+            Prefixes::Hash(cache) => {
+                let m = cache.lookup(tokens);
+                (m.blocks, m.n_tokens, None)
+            }
+        }
+    }
+
+    /// Tokens cached now.
+    fn cached_tokens(&self) -> usize {
+        match self {
+            Prefixes::Radix(tree) => tree.total_tokens(),
+            Prefixes::Hash(cache) => cache.n_cached() * cache.block_size(),
         }
     }
 }
@@ -125,14 +214,13 @@ struct SeqState {
     node: Option<NodeId>,
 }
 
-/// Sequences over a paged KV pool with a shared radix prefix cache; see the module doc.
+/// Sequences over a paged KV pool with a shared prefix cache; see the module doc.
 #[derive(Debug)]
 pub struct BatchEngine<'m> {
     model: &'m Model,
     options: EngineOptions,
     cache: PagedKvCache,
-    /// Token prefixes -> the block holding each token (one tree page per block).
-    tree: RadixTree<BlockId>,
+    prefixes: Prefixes,
     seqs: HashMap<SeqId, SeqState>,
     state: RunState,
     logits: Vec<f32>,
@@ -172,10 +260,17 @@ impl<'m> BatchEngine<'m> {
         let mut options = options.clone();
         options.max_batch = options.max_batch.max(1);
         options.prefill_chunk = options.prefill_chunk.max(1);
+        let cache = PagedKvCache::new(cfg, model.ctx_size())?;
+        let prefixes = match options.prefix_index {
+            PrefixIndex::Radix => Prefixes::Radix(RadixTree::with_page_size(options.block_size)),
+            // The pool bounds the cache: blocks are evicted on demand (`make_room`), never to
+            // meet a budget of the cache's own.
+            PrefixIndex::Hash => Prefixes::Hash(PrefixCache::new(cache.pool(), usize::MAX)),
+        };
         Ok(Self {
             model,
-            cache: PagedKvCache::new(cfg, model.ctx_size())?,
-            tree: RadixTree::with_page_size(options.block_size),
+            cache,
+            prefixes,
             options,
             seqs: HashMap::new(),
             state: RunState::default(),
@@ -209,7 +304,7 @@ impl<'m> BatchEngine<'m> {
     /// Counters and current occupancy.
     pub fn stats(&self) -> CacheStats {
         CacheStats {
-            tree_tokens: self.tree.total_tokens(),
+            tree_tokens: self.prefixes.cached_tokens(),
             blocks_used: self.cache.pool().n_used(),
             ..self.stats.clone()
         }
@@ -230,16 +325,14 @@ impl<'m> BatchEngine<'m> {
             });
         }
         let (seq, cached, node) = if self.options.prefix_cache {
-            let m = self.tree.match_prefix(&prompt[..prompt.len() - 1]);
-            let blocks: Vec<BlockId> = m
-                .handles
-                .iter()
-                .step_by(self.options.block_size)
-                .copied()
-                .collect();
-            let seq = self.cache.add_sequence_with_prefix(&blocks, m.len)?;
-            self.tree.lock(m.node)?;
-            (seq, m.len, Some(m.node))
+            let (blocks, len, node) = self
+                .prefixes
+                .lookup(&prompt[..prompt.len() - 1], self.options.block_size);
+            let seq = self.cache.add_sequence_with_prefix(&blocks, len)?;
+            if let (Prefixes::Radix(tree), Some(node)) = (&mut self.prefixes, node) {
+                tree.lock(node)?;
+            }
+            (seq, len, node)
         } else {
             (self.cache.add_sequence(), 0, None)
         };
@@ -392,9 +485,7 @@ impl<'m> BatchEngine<'m> {
 
     /// Drops every cached prefix no running sequence uses; returns the tokens dropped.
     pub fn clear_prefix_cache(&mut self) -> Result<usize, ModelError> {
-        let handles = self.tree.evict(usize::MAX);
-        self.release_handles(&handles)?;
-        Ok(handles.len())
+        self.evict_cached(usize::MAX)
     }
 
     /// Runs every request to completion, decoding up to `max_batch` of them together, and
@@ -594,26 +685,36 @@ impl<'m> BatchEngine<'m> {
     fn make_room(&mut self, n: usize) -> Result<bool, ModelError> {
         while self.cache.pool().n_free() < n {
             let short = n - self.cache.pool().n_free();
-            let handles = self.tree.evict(short * self.options.block_size);
-            if handles.is_empty() {
+            if self.evict_cached(short)? == 0 {
                 return Ok(false);
             }
-            self.release_handles(&handles)?;
         }
         Ok(true)
     }
 
-    /// Drops the tree's reference to the blocks of evicted tokens (one per whole page).
-    fn release_handles(&mut self, handles: &[BlockId]) -> Result<(), ModelError> {
-        self.stats.evicted_tokens += handles.len() as u64;
-        for &b in handles.iter().step_by(self.options.block_size) {
-            self.cache.pool_mut().release(b)?;
-        }
-        Ok(())
+    /// Evicts at least `n_blocks` cached blocks no sequence uses, least recently used first
+    /// (fewer when no more can go), releasing the index's references; returns the tokens
+    /// evicted. A released block is free unless a running sequence still holds it.
+    fn evict_cached(&mut self, n_blocks: usize) -> Result<usize, ModelError> {
+        let bs = self.options.block_size;
+        let evicted = match &mut self.prefixes {
+            Prefixes::Radix(tree) => {
+                let handles = tree.evict(n_blocks.saturating_mul(bs));
+                // One pool reference per whole page.
+                for &b in handles.iter().step_by(bs) {
+                    self.cache.pool_mut().release(b)?;
+                }
+                handles.len()
+            }
+            Prefixes::Hash(cache) => cache.evict_blocks(self.cache.pool_mut(), n_blocks)? * bs,
+        };
+        self.stats.evicted_tokens += evicted as u64;
+        Ok(evicted)
     }
 
-    /// Inserts the whole blocks of `seq`'s fed tokens into the tree (retaining each newly
-    /// cached block once) and moves the sequence's lock to the end of that path.
+    /// Inserts the whole blocks of `seq`'s fed tokens into the prefix index (retaining each
+    /// newly cached block once); with the tree, moves the sequence's lock to the end of that
+    /// path.
     fn cache_sequence(&mut self, seq: SeqId) -> Result<(), ModelError> {
         let bs = self.options.block_size;
         let t = self.cache.table(seq)?;
@@ -624,16 +725,25 @@ impl<'m> BatchEngine<'m> {
         let blocks = t.blocks()[..n / bs].to_vec();
         let s = self.seqs.get(&seq).ok_or(KvError::UnknownSequence(seq.0))?;
         let tokens = &s.tokens[..n];
+        let tree = match &mut self.prefixes {
+            Prefixes::Radix(tree) => tree,
+            Prefixes::Hash(cache) => {
+                // Retains what it newly caches itself; its budget is unbounded (see `new`), so
+                // this evicts nothing.
+                cache.insert(self.cache.pool_mut(), tokens, &blocks)?;
+                return Ok(());
+            }
+        };
         let handles: Vec<BlockId> = (0..n).map(|i| blocks[i / bs]).collect();
-        let already = self.tree.insert(tokens, &handles)?;
+        let already = tree.insert(tokens, &handles)?;
         for &b in &blocks[already / bs..] {
             self.cache.pool_mut().retain(b)?;
         }
-        let node = self.tree.match_prefix(tokens).node;
-        self.tree.lock(node)?;
-        let s = self.seq_mut(seq)?;
-        if let Some(old) = s.node.replace(node) {
-            self.tree.unlock(old)?;
+        let node = tree.match_prefix(tokens).node;
+        tree.lock(node)?;
+        let old = self.seq_mut(seq)?.node.replace(node);
+        if let (Some(old), Prefixes::Radix(tree)) = (old, &mut self.prefixes) {
+            tree.unlock(old)?;
         }
         Ok(())
     }
@@ -646,8 +756,8 @@ impl<'m> BatchEngine<'m> {
             .seqs
             .remove(&seq)
             .ok_or(KvError::UnknownSequence(seq.0))?;
-        if let Some(node) = s.node {
-            self.tree.unlock(node)?;
+        if let (Some(node), Prefixes::Radix(tree)) = (s.node, &mut self.prefixes) {
+            tree.unlock(node)?;
         }
         self.cache.remove_sequence(seq)?;
         Ok(())

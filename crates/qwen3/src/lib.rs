@@ -27,7 +27,9 @@ mod sampler;
 mod session;
 mod weights;
 
-pub use batch::{run_batch, BatchEngine, BatchOutput, BatchRequest, CacheStats, EngineOptions};
+pub use batch::{
+    run_batch, BatchEngine, BatchOutput, BatchRequest, CacheStats, EngineOptions, PrefixIndex,
+};
 pub use config::{Qwen3Config, RopeScaling};
 pub use error::ModelError;
 pub use generation::{generate, GenerateOptions, Generation, GenerationDefaults, StopReason};

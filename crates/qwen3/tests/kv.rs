@@ -12,7 +12,8 @@ use std::path::PathBuf;
 
 use nano_infer_qwen3::{
     generate, run_batch, BatchEngine, BatchRequest, EngineOptions, GenerateOptions, KvDtype,
-    LoadOptions, Logits, Model, ModelError, PromptCacheError, Sampler, SamplingParams, StopReason,
+    LoadOptions, Logits, Model, ModelError, PrefixIndex, PromptCacheError, Sampler, SamplingParams,
+    StopReason,
 };
 use serde_json::Value;
 
@@ -75,8 +76,25 @@ fn small_engine(block_size: usize, prefix_cache: bool) -> EngineOptions {
         kv_budget_bytes: 64 << 20,
         max_batch: 4,
         prefix_cache,
+        prefix_index: PrefixIndex::Radix,
         prefill_chunk: 512,
     }
+}
+
+/// Runs a prefix-cache test once per [`PrefixIndex`]: both designs must give the same hits,
+/// evictions and tokens.
+macro_rules! for_each_prefix_index {
+    ($body:ident: $radix:ident, $hash:ident) => {
+        #[test]
+        fn $radix() {
+            $body(PrefixIndex::Radix);
+        }
+
+        #[test]
+        fn $hash() {
+            $body(PrefixIndex::Hash);
+        }
+    };
 }
 
 /// Tolerance of bf16/f16 KV against f32 KV on the fixtures. Rounding K and V to bf16 is a
@@ -246,11 +264,17 @@ fn batched_decode_equals_single_sessions() {
     assert_eq!(engine.pool().n_used(), 0, "every block returned");
 }
 
-#[test]
-fn prefix_reuse_skips_prefill_and_matches_plain_prefill() {
+for_each_prefix_index!(prefix_reuse_skips_prefill_and_matches_plain_prefill:
+    prefix_reuse_with_radix_index, prefix_reuse_with_hash_index);
+
+fn prefix_reuse_skips_prefill_and_matches_plain_prefill(index: PrefixIndex) {
     let model = load("bf16", KvDtype::Bf16);
     let long = prompts("bf16")[3].clone(); // 200 tokens
-    let mut engine = BatchEngine::new(&model, &small_engine(8, true)).unwrap();
+    let options = EngineOptions {
+        prefix_index: index,
+        ..small_engine(8, true)
+    };
+    let mut engine = BatchEngine::new(&model, &options).unwrap();
 
     // Cold: nothing cached.
     let a = &long[..50];
@@ -289,8 +313,10 @@ fn prefix_reuse_skips_prefill_and_matches_plain_prefill() {
     assert_eq!(engine.pool().n_used(), 0);
 }
 
-#[test]
-fn eviction_under_a_small_pool_frees_blocks_and_stays_correct() {
+for_each_prefix_index!(eviction_under_a_small_pool_frees_blocks_and_stays_correct:
+    eviction_with_radix_index, eviction_with_hash_index);
+
+fn eviction_under_a_small_pool_frees_blocks_and_stays_correct(index: PrefixIndex) {
     let model = load("bf16", KvDtype::F32);
     let long = prompts("bf16")[3].clone();
     let c = model.config();
@@ -300,6 +326,7 @@ fn eviction_under_a_small_pool_frees_blocks_and_stays_correct() {
     let options = EngineOptions {
         kv_budget_bytes: 12 * block_bytes,
         max_batch: 1,
+        prefix_index: index,
         ..small_engine(bs, true)
     };
     let mut engine = BatchEngine::new(&model, &options).unwrap();
@@ -350,8 +377,10 @@ fn eviction_under_a_small_pool_frees_blocks_and_stays_correct() {
     assert_eq!(engine.pool().n_used(), 0);
 }
 
-#[test]
-fn run_batch_matches_generate_and_reports_cache_hits() {
+for_each_prefix_index!(run_batch_matches_generate_and_reports_cache_hits:
+    run_batch_with_radix_index, run_batch_with_hash_index);
+
+fn run_batch_matches_generate_and_reports_cache_hits(index: PrefixIndex) {
     let model = load("bf16", KvDtype::Bf16);
     let long = prompts("bf16")[3].clone();
     let system = &long[..40];
@@ -386,6 +415,7 @@ fn run_batch_matches_generate_and_reports_cache_hits() {
         .collect();
     let options = EngineOptions {
         max_batch: 3,
+        prefix_index: index,
         ..small_engine(8, true)
     };
     let mut streamed = vec![Vec::new(); requests.len()];
