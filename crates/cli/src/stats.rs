@@ -46,8 +46,9 @@ pub fn print_load(loaded: &Loaded) {
         loaded.load_time.as_secs_f64()
     );
     note!(
-        "engine: isa {}, {} threads, context {} tokens",
+        "engine: isa {} (cpu: {}), {} threads, context {} tokens",
         m.kernels().isa(),
+        nano_infer_qwen3::CpuFeatures::get(),
         loaded.threads,
         m.ctx_size()
     );

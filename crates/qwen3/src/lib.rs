@@ -36,7 +36,7 @@ pub use generation::{generate, GenerateOptions, Generation, GenerationDefaults, 
 pub use model::{LoadOptions, Logits, Model};
 pub use nano_infer_kvcache::{KvDtype, SeqId};
 pub use nano_infer_quant::AwqActivations;
-pub use nano_infer_simd::Isa;
+pub use nano_infer_simd::{CpuFeatures, Isa};
 pub use prompt_cache::{model_fingerprint, PromptCacheError};
 pub use rope::Rope;
 pub use sampler::{Sampler, SamplingParams};

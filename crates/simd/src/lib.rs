@@ -30,7 +30,7 @@ pub(crate) mod tile;
 pub mod x86;
 
 pub use half::{bf16, f16};
-pub use isa::{set_max_isa, Isa};
+pub use isa::{set_max_isa, CpuFeatures, Isa};
 pub use q8::Q8Acts;
 
 /// FP8 encodings found in safetensors checkpoints.

@@ -80,7 +80,12 @@ pub fn assert_close(got: f32, want: f32, k: usize, mag: f64, what: &str) {
 #[test]
 fn levels_under_test() {
     let levels: Vec<Isa> = vector_levels().iter().map(|k| k.isa()).collect();
-    eprintln!("vector levels under test: {levels:?}");
+    let features = nano_infer_simd::CpuFeatures::get();
+    eprintln!("vector levels under test: {levels:?}; CPU features: {features}");
+    // The feature report agrees with the levels the host offers.
+    assert_eq!(features.avx512, Isa::Avx512.is_available());
+    assert_eq!(features.avx2_fma_f16c, Isa::Avx2.is_available());
+    assert_eq!(features.neon, Isa::Neon.is_available());
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")

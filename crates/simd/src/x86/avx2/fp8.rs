@@ -155,6 +155,14 @@ unsafe fn tile<const E4M3: bool, const R: usize, const T: usize>(
         let mut btail = [[0f32; T]; R];
         let mut j = s0;
         while j + 16 <= s1 {
+            if T == 1 && j.is_multiple_of(64) {
+                // Decode: fetch the next pass's rows one pass ahead (rows of a few KB side by
+                // side are too short for the hardware prefetcher to train on).
+                for i in 0..R {
+                    let at = wp.wrapping_add((r0 + R + i) * k + j);
+                    _mm_prefetch::<_MM_HINT_T0>(at.cast());
+                }
+            }
             for i in 0..R {
                 // SAFETY: (r0+i, j..j+16) is inside w; tokens t0+t have x[j..j+16].
                 unsafe {

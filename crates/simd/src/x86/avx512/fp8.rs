@@ -11,6 +11,10 @@
 //!
 //! Tiles: 4 rows × 1 token for decode (4 block + 4 total accumulators, 4 weight streams), 4 rows ×
 //! 3 tokens for prefill (24 accumulators).
+//!
+//! Decode on CPUs with VBMI (Ice Lake and later, Zen 4) takes another route, [`gemv_table`]:
+//! bf16 patterns looked up with `vpermi2b`, 9 ops per 64 codes instead of 22, and a software
+//! prefetch of the next rows.
 
 use super::Avx512;
 use crate::scalar::{self, fp8_shape};
@@ -61,6 +65,14 @@ struct Fp8<'a> {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn gemm_imp<const E4M3: bool>(p: &Fp8<'_>, rows: usize, out: &mut [f32]) {
     let mut r = 0;
+    if p.n_tok == 1
+        && p.k.is_multiple_of(64)
+        && p.block_k.is_multiple_of(64)
+        && is_x86_feature_detected!("avx512vbmi")
+    {
+        // SAFETY: the feature check adds VBMI to the level; the caller checked the shapes.
+        return unsafe { gemv_table::<E4M3>(p, rows, out) };
+    }
     // SAFETY (all calls): rows r.. and the tokens exist; the caller checked the shapes.
     if p.n_tok == 1 {
         while r + 4 <= rows {
@@ -174,6 +186,13 @@ unsafe fn tile<const E4M3: bool, const R: usize, const T: usize>(
         let mut btail = [[0f32; T]; R];
         let mut j = s0;
         while j + 32 <= s1 {
+            if T == 1 && j.is_multiple_of(64) {
+                // Decode: fetch the next pass's rows one pass ahead (see `gemv_table`).
+                for i in 0..R {
+                    let at = wp.wrapping_add((r0 + R + i) * k + j);
+                    _mm_prefetch::<_MM_HINT_T0>(at.cast());
+                }
+            }
             for i in 0..R {
                 // SAFETY: (r0+i, j..j+32) is inside w; tokens t0+t have x[j..j+32].
                 unsafe {
@@ -227,6 +246,198 @@ unsafe fn tile<const E4M3: bool, const R: usize, const T: usize>(
         for t in 0..T {
             let v = _mm512_reduce_add_ps(acc[i][t]) + tail[i][t];
             out[(r0 + i) * n_tok + t0 + t] = if nan[i] != 0 { f32::NAN } else { v };
+        }
+    }
+}
+
+/// bf16 bit pattern of FP8 code `c` (sign clear, 0..128): exact for every finite code, the
+/// infinities for E5M2's, `0x7fc0` (a NaN) for NaN codes.
+const fn fp8_bf16_bits(e4m3: bool, c: u8) -> u16 {
+    // (exponent bits, mantissa bits, bias) of the format.
+    let (mb, bias) = if e4m3 { (3u16, 7u16) } else { (2, 15) };
+    let e = (c as u16) >> mb;
+    let m = (c as u16) & ((1 << mb) - 1);
+    if e4m3 && e == 15 && m == 7 {
+        0x7fc0
+    } else if !e4m3 && e == 31 {
+        if m == 0 {
+            0x7f80
+        } else {
+            0x7fc0
+        }
+    } else if e == 0 {
+        // Subnormal m·2^(1−bias−mb): normalise around m's leading bit p.
+        if m == 0 {
+            0
+        } else {
+            let p = 15 - m.leading_zeros() as u16;
+            ((p + 128 - bias - mb) << 7) | ((m - (1 << p)) << (7 - p))
+        }
+    } else {
+        ((e + 127 - bias) << 7) | (m << (7 - mb))
+    }
+}
+
+/// Low (`[0]`) and high (`[1]`) bytes of [`fp8_bf16_bits`] for codes 0..128.
+const fn bf16_tables(e4m3: bool) -> [[u8; 128]; 2] {
+    let mut t = [[0u8; 128]; 2];
+    let mut c = 0;
+    while c < 128 {
+        let bits = fp8_bf16_bits(e4m3, c as u8);
+        t[0][c] = (bits & 0xff) as u8;
+        t[1][c] = (bits >> 8) as u8;
+        c += 1;
+    }
+    t
+}
+
+const E4M3_BF16: [[u8; 128]; 2] = bf16_tables(true);
+const E5M2_BF16: [[u8; 128]; 2] = bf16_tables(false);
+
+/// What [`gemv_table`] decodes code `c` to, as f32 (for the test against `fp8_to_f32`).
+#[cfg(test)]
+fn table_decode(e4m3: bool, c: u8) -> f32 {
+    let t = if e4m3 { &E4M3_BF16 } else { &E5M2_BF16 };
+    let i = (c & 0x7f) as usize;
+    let bits = u32::from(t[0][i]) | (u32::from(t[1][i] | (c & 0x80)) << 8);
+    f32::from_bits(bits << 16)
+}
+
+std::thread_local! {
+    /// The activations in [`gemv_table`]'s order, reused across calls (no allocation per token).
+    static X_ORDERED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One token, `k` and `block_k` multiples of 64, on CPUs with VBMI: the decode-time GEMV.
+///
+/// Why: the f16-trick decode spends 11 ops per 32 codes (NaN check, widen, shift, mask, two
+/// `vcvtph2ps` of 2 uops each) before its 2 FMAs, which makes FP8 decode compute-bound. Every
+/// FP8 value (E4M3 and E5M2, subnormals, infinities, NaN) is exact in bf16, and a bf16 pattern
+/// is an f32's high half. So per 64 codes: two `vpermi2b` look the low and high bytes of the
+/// bf16 pattern up in 128-entry tables indexed by the code's low 7 bits, one `vpternlogd` ORs
+/// the code's sign in, and four byte/word interleaves with zero produce four vectors of f32:
+/// 9 ops per 64 codes instead of 22, and NaN codes decode to NaN (no separate check).
+///
+/// The interleaves work inside 128-bit lanes, so the four f32 vectors hold inputs
+/// `{16L + 4v + i}` (vector `v`, lane `L`, `i` in 0..4); the activations are put in that order
+/// once per call, into a thread-local buffer.
+///
+/// Prefetch: a pass reads 4 rows of `k` bytes side by side, too short for the hardware stream
+/// prefetcher to train on, so each pass prefetches the next pass's lines as it goes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma,f16c")]
+unsafe fn gemv_table<const E4M3: bool>(p: &Fp8<'_>, rows: usize, out: &mut [f32]) {
+    X_ORDERED.with(|cell| {
+        // A nested call on this thread (none today) would find the buffer busy: use its own.
+        let mut local = Vec::new();
+        let mut guard = cell.try_borrow_mut();
+        let xo: &mut Vec<f32> = match guard.as_deref_mut() {
+            Ok(v) => v,
+            Err(_) => &mut local,
+        };
+        xo.resize(p.k, 0.0);
+        for (src, dst) in p.x.chunks_exact(64).zip(xo.chunks_exact_mut(64)) {
+            for v in 0..4 {
+                for lane in 0..4 {
+                    for i in 0..4 {
+                        dst[v * 16 + lane * 4 + i] = src[lane * 16 + v * 4 + i];
+                    }
+                }
+            }
+        }
+        let mut r = 0;
+        // SAFETY (all calls): rows r..r+N exist, xo holds k inputs; the caller proved the level.
+        while r + 4 <= rows {
+            unsafe { gemv_table_rows::<E4M3, 4>(p, xo, r, out) };
+            r += 4;
+        }
+        while r < rows {
+            unsafe { gemv_table_rows::<E4M3, 1>(p, xo, r, out) };
+            r += 1;
+        }
+    })
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)] // index loops over the register tile read clearer here
+unsafe fn gemv_table_rows<const E4M3: bool, const N: usize>(
+    p: &Fp8<'_>,
+    xo: &[f32],
+    r0: usize,
+    out: &mut [f32],
+) {
+    // SAFETY (whole body): rows r0..r0+N of w and their scales exist; k and block_k are
+    // multiples of 64 (checked by the caller), so every 64-byte chunk read is inside.
+    unsafe {
+        let t = if E4M3 { &E4M3_BF16 } else { &E5M2_BF16 };
+        let lo0 = _mm512_loadu_si512(t[0].as_ptr().cast());
+        let lo1 = _mm512_loadu_si512(t[0].as_ptr().add(64).cast());
+        let hi0 = _mm512_loadu_si512(t[1].as_ptr().cast());
+        let hi1 = _mm512_loadu_si512(t[1].as_ptr().add(64).cast());
+        let sign = _mm512_set1_epi8(-128);
+        let zero = _mm512_setzero_si512();
+        let (wp, xp) = (p.w.as_ptr(), xo.as_ptr());
+        let (k, chunks, per_block) = (p.k, p.k / 64, p.block_k / 64);
+        let mut total = [_mm512_setzero_ps(); N];
+        for b in 0..p.blocks {
+            let mut acc = [[_mm512_setzero_ps(); 2]; N];
+            for c in b * per_block..((b + 1) * per_block).min(chunks) {
+                let xc = xp.add(c * 64);
+                let xv = [
+                    _mm512_loadu_ps(xc),
+                    _mm512_loadu_ps(xc.add(16)),
+                    _mm512_loadu_ps(xc.add(32)),
+                    _mm512_loadu_ps(xc.add(48)),
+                ];
+                for i in 0..N {
+                    let at = (r0 + i) * k + c * 64;
+                    // The same line of the next pass's row (see `gemv_table`).
+                    _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(at + N * k).cast());
+                    let codes = _mm512_loadu_si512(wp.add(at).cast());
+                    let lo = _mm512_permutex2var_epi8(lo0, codes, lo1);
+                    let hi = _mm512_permutex2var_epi8(hi0, codes, hi1);
+                    // hi | (codes & 0x80): the sign.
+                    let hi = _mm512_ternarylogic_epi32::<0xf8>(hi, codes, sign);
+                    let w01 = _mm512_unpacklo_epi8(lo, hi); // inputs 16L + 0..8
+                    let w23 = _mm512_unpackhi_epi8(lo, hi); // inputs 16L + 8..16
+                    let f = [
+                        _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, w01)),
+                        _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, w01)),
+                        _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, w23)),
+                        _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, w23)),
+                    ];
+                    acc[i][0] = _mm512_fmadd_ps(f[0], xv[0], acc[i][0]);
+                    acc[i][1] = _mm512_fmadd_ps(f[1], xv[1], acc[i][1]);
+                    acc[i][0] = _mm512_fmadd_ps(f[2], xv[2], acc[i][0]);
+                    acc[i][1] = _mm512_fmadd_ps(f[3], xv[3], acc[i][1]);
+                }
+            }
+            for i in 0..N {
+                let s = _mm512_set1_ps(*p.scales.get_unchecked((r0 + i) * p.blocks + b));
+                total[i] = _mm512_fmadd_ps(_mm512_add_ps(acc[i][0], acc[i][1]), s, total[i]);
+            }
+        }
+        for i in 0..N {
+            out[r0 + i] = _mm512_reduce_add_ps(total[i]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_tables_decode_every_code_exactly() {
+        for (e4m3, format) in [(true, Fp8Format::E4M3), (false, Fp8Format::E5M2)] {
+            for c in 0..=255u8 {
+                let want = scalar::fp8_to_f32(format, c);
+                let got = table_decode(e4m3, c);
+                assert!(
+                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                    "{format:?} code {c:#04x}: {got} vs {want}"
+                );
+            }
         }
     }
 }
