@@ -94,7 +94,23 @@ pub(crate) struct BenchArgs {
     /// Fail instead of generating a missing synthetic model.
     #[arg(long)]
     no_synth: bool,
+
+    /// Memory budget (`--max-memory`) of the extra offload rows: each --offload-formats model
+    /// (every --models directory) also runs under it, and the report checks its peak RSS
+    /// against budget + OFFLOAD_MARGIN. `none`: no offload rows.
+    #[arg(long, value_name = "SIZE", default_value = "3GiB")]
+    offload_budget: String,
+
+    /// Synthetic formats that get an offload row.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [WeightFormat::Bf16])]
+    offload_formats: Vec<WeightFormat>,
 }
+
+/// What a run under a budget may hold beyond the plan's peak (`ResidencyPlan::peak_bytes`,
+/// itself at most the budget): the binary's code and libraries, the stacks of the rayon
+/// workers and the prefetch thread, the allocator's slack, and page rounding at the edges of
+/// partly read tensors. None of these grow with the model.
+pub(crate) const OFFLOAD_MARGIN: u64 = 256 << 20;
 
 fn repo_root() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -137,8 +153,13 @@ fn synth_model(root: &Path, fmt: WeightFormat, no_synth: bool) -> Result<PathBuf
     Ok(here)
 }
 
-/// One configuration in a fresh child process.
-fn run_child(args: &BenchArgs, model: &Path, threads: usize) -> Result<OneResult> {
+/// One configuration in a fresh child process, under `max_memory` bytes if given.
+fn run_child(
+    args: &BenchArgs,
+    model: &Path,
+    threads: usize,
+    max_memory: Option<u64>,
+) -> Result<OneResult> {
     let prompts: Vec<String> = args.prompt.iter().map(|p| p.to_string()).collect();
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg("bench-one")
@@ -153,6 +174,9 @@ fn run_child(args: &BenchArgs, model: &Path, threads: usize) -> Result<OneResult
         .stderr(Stdio::inherit());
     if let Some(isa) = &args.isa {
         cmd.arg("--isa").arg(isa);
+    }
+    if let Some(bytes) = max_memory {
+        cmd.arg("--max-memory").arg(bytes.to_string());
     }
     let out = cmd.output().context("cannot run bench-one")?;
     ensure!(
@@ -175,11 +199,22 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
         !args.prompt.is_empty() && !args.prompt.contains(&0),
         "--prompt lengths must be at least 1"
     );
+    let budget = match args.offload_budget.trim() {
+        "none" => None,
+        size => Some(
+            nano_infer::offload::parse_size(size)
+                .with_context(|| format!("--offload-budget {size}"))?,
+        ),
+    };
     let root = repo_root();
-    let models: Vec<(String, PathBuf)> = if args.models.is_empty() {
+    // (label, directory, whether it also gets an offload row)
+    let models: Vec<(String, PathBuf, bool)> = if args.models.is_empty() {
         args.formats
             .iter()
-            .map(|&f| Ok((format_name(f), synth_model(&root, f, args.no_synth)?)))
+            .map(|&f| {
+                let dir = synth_model(&root, f, args.no_synth)?;
+                Ok((format_name(f), dir, args.offload_formats.contains(&f)))
+            })
             .collect::<Result<_>>()?
     } else {
         args.models
@@ -193,7 +228,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
                 let label = d
                     .file_name()
                     .map_or_else(|| d.display().to_string(), |n| n.to_string_lossy().into());
-                Ok((label, d.clone()))
+                Ok((label, d.clone(), true))
             })
             .collect::<Result<_>>()?
     };
@@ -241,24 +276,34 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
         bandwidth,
         bandwidth_buffer_bytes: BANDWIDTH_MIB << 20,
         rows: Vec::new(),
+        offload_margin: OFFLOAD_MARGIN,
+        offload: Vec::new(),
     };
     let out_dir = args.out.clone().unwrap_or_else(|| root.join("bench"));
     let stem = report.free_stem(&out_dir);
     // Repeats are the outer loop: after the first round every configuration has a sample,
     // and the files are rewritten after each run, so a long run that is stopped still has a
     // complete table (with fewer repeats).
-    let configs: Vec<(&str, &Path, usize)> = models
+    // Each budget row follows the unbudgeted row of the same model and thread count, which is
+    // what the report compares it with.
+    let configs: Vec<(String, &Path, usize, Option<u64>)> = models
         .iter()
-        .flat_map(|(label, dir)| {
-            threads
-                .iter()
-                .map(move |&t| (label.as_str(), dir.as_path(), t))
+        .flat_map(|(label, dir, offload)| {
+            threads.iter().flat_map(move |&t| {
+                let plain = (label.clone(), dir.as_path(), t, None);
+                let budgeted = budget.filter(|_| *offload).map(|b| {
+                    let size = nano_infer::offload::format_size(b).replace(' ', "");
+                    (format!("{label} @{size}"), dir.as_path(), t, Some(b))
+                });
+                std::iter::once(plain).chain(budgeted)
+            })
         })
         .collect();
     let mut samples: Vec<Vec<OneResult>> = vec![Vec::new(); configs.len()];
     for r in 0..args.repeat.get() {
-        for (i, &(label, dir, t)) in configs.iter().enumerate() {
-            let s = run_child(args, dir, t)?;
+        for (i, (label, dir, t, max_memory)) in configs.iter().enumerate() {
+            let (dir, t) = (*dir, *t);
+            let s = run_child(args, dir, t, *max_memory)?;
             eprintln!(
                 "bench: run {}/{}, {label}, {t} threads: load {:.2} s, prefill {}, decode {}",
                 r + 1,
@@ -277,15 +322,17 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
                 .iter()
                 .zip(&samples)
                 .filter(|(_, s)| !s.is_empty())
-                .map(|(&(label, _, t), s)| {
+                .map(|((label, _, t, _), s)| {
+                    let t = *t;
                     let bw = report
                         .bandwidth
                         .iter()
                         .find(|(bt, _)| *bt == t)
                         .map_or(f64::NAN, |b| b.1);
-                    Row::from_samples(label.to_owned(), s.clone(), bw)
+                    Row::from_samples(label.clone(), s.clone(), bw)
                 })
                 .collect();
+            report.offload = report.offload();
             report.loadavg_after = report::loadavg();
             if !args.no_save {
                 report.save(&out_dir, &stem)?;
@@ -304,5 +351,24 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
             out_dir.join(&stem).display()
         );
     }
+    let over: Vec<String> = report
+        .offload
+        .iter()
+        .filter(|o| !o.within_limit)
+        .map(|o| {
+            format!(
+                "{} ({} threads): peak RSS {} > budget + margin {}",
+                o.label,
+                o.threads,
+                nano_infer::offload::format_size(o.peak_rss),
+                nano_infer::offload::format_size(o.limit)
+            )
+        })
+        .collect();
+    ensure!(
+        over.is_empty(),
+        "over the memory budget: {}",
+        over.join("; ")
+    );
     Ok(())
 }

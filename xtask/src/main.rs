@@ -4,11 +4,12 @@
 //! owns its argument struct, so adding `bench`, `cross` or `tidy` means one enum
 //! variant here and one module. `synth-model` deliberately uses no workspace crate:
 //! what it writes (synthetic checkpoints) must be an independent oracle for the
-//! loaders it exercises, not a mirror of their assumptions. Only `bench` links the
-//! `nano-infer` facade, to time it.
+//! loaders it exercises, not a mirror of their assumptions. Only `bench` and
+//! `bench-offload-io` link the `nano-infer` facade, to time it.
 
 mod bench;
 mod cross;
+mod offload_io;
 mod synth;
 
 use std::process::ExitCode;
@@ -38,6 +39,8 @@ enum Command {
     BenchOne(bench::OneArgs),
     /// Build and run the tests for aarch64 under qemu, and check x86-64 run-time dispatch.
     Cross(cross::CrossArgs),
+    /// Time streaming one Qwen3-4B-sized layer in from a file: pread vs mmap, warm and cold.
+    BenchOffloadIo(offload_io::IoArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::BenchOne(args) => bench::run_one(&args),
         Command::Cross(args) => cross::run(&args),
+        Command::BenchOffloadIo(args) => offload_io::run(&args),
     };
     // Print the cause chain on one line, without the backtrace anyhow's `Termination`
     // adds when RUST_BACKTRACE is set: these are user errors (paths, arguments).

@@ -28,10 +28,16 @@
 //! per group of G, i.e. 4 + 64/G bits per weight — 4.5 at G = 128, 5.0 at G = 64 — against the
 //! file's 4 + 20/G (4.16 / 4.31). The f32 pairs are what `gemm_q4` takes; halving them to f16
 //! would be a simd API change. The repack runs once, in parallel over groups of 8 output rows.
+//!
+//! Streaming: a layer that a memory budget streams is opened first ([`AwqSource`], whose
+//! [`AwqSource::weight_bytes`] is the repacked size, so the budget is planned before any copy
+//! exists), repacked, and moved to a `nano_infer_tensor::SpillFile` ([`AwqWeight::spill`]): the
+//! kernels then read the same bytes from a file mapping that the budget pages out and back in
+//! like any checkpoint tensor, in the exact layout above.
 
 use crate::{QuantError, Result};
 use nano_infer_simd::{bf16, f16, q8, Kernels, Q8Acts};
-use nano_infer_tensor::{Dtype, Tensor, WeightStore};
+use nano_infer_tensor::{Dtype, Element, SpillFile, Tensor, WeightStore};
 use rayon::prelude::*;
 
 /// Bits per AWQ code.
@@ -113,38 +119,79 @@ pub enum AwqActivations {
     Int8,
 }
 
-/// How the codes and parameters are laid out in memory.
-#[derive(Clone, Debug)]
-enum Packing {
+/// How the codes and parameters are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
     /// `packed (rows, k/2)` with input `2j` in the low nibble of byte `j`; `scales` and
     /// `zero_scaled` `(rows, k/group)`.
-    Rows {
-        packed: Vec<u8>,
-        scales: Vec<f32>,
-        zero_scaled: Vec<f32>,
-    },
+    Rows,
     /// The q4x16 tiles of `nano_infer_simd::q8`: `packed (tiles, k/8, 16, 4)`, parameters
     /// `(tiles, k/group, 16)`, zero-padded to whole tiles; activations in blocks of `block`.
-    Tiles {
-        packed: Vec<u8>,
-        scales: Vec<f32>,
-        zero_scaled: Vec<f32>,
-        block: usize,
-    },
+    Tiles { block: usize },
+}
+
+/// Where repacked data lives: process memory (resident layers), or a [`SpillFile`] mapping
+/// that a memory budget pages out and in (streamed layers).
+#[derive(Clone, Debug)]
+enum Buf<T> {
+    Owned(Vec<T>),
+    /// Written by [`AwqWeight::spill`] with `T`'s dtype.
+    Mapped(Tensor),
+}
+
+impl<T: Element> Buf<T> {
+    fn get(&self) -> &[T] {
+        match self {
+            Buf::Owned(v) => v,
+            Buf::Mapped(t) => t
+                .as_slice()
+                .expect("AwqWeight::spill maps each buffer with its own element type"),
+        }
+    }
+
+    fn mapped(&self) -> Option<Tensor> {
+        match self {
+            Buf::Owned(_) => None,
+            Buf::Mapped(t) => Some(t.clone()),
+        }
+    }
+
+    fn spill(&self, spill: &mut SpillFile, name: &str) -> Result<Self> {
+        let data = self.get();
+        Ok(Buf::Mapped(spill.push(name, &[data.len()], data)?))
+    }
 }
 
 /// An int4 weight `(rows, k)` repacked for its kernel. Bits per weight: 4 + 64/group.
 #[derive(Clone, Debug)]
 pub struct AwqWeight {
-    packing: Packing,
+    layout: Layout,
+    packed: Buf<u8>,
+    scales: Buf<f32>,
+    zero_scaled: Buf<f32>,
     rows: usize,
     k: usize,
     group: usize,
 }
 
-impl AwqWeight {
-    /// Loads and repacks `{prefix}.qweight/.qzeros/.scales` for an `(out, in)` layer.
-    pub(crate) fn load(
+/// An AWQ layer's checkpoint tensors, found and validated but not repacked yet. Its repacked
+/// size ([`AwqSource::weight_bytes`]) is known already, so a memory budget can be planned
+/// before any copy exists, and a streamed layer's copy can go straight to a spill file
+/// instead of all copies sitting in memory at once.
+#[derive(Clone, Debug)]
+pub struct AwqSource {
+    qweight: Tensor,
+    qzeros: Tensor,
+    scales: Tensor,
+    rows: usize,
+    k: usize,
+    group: usize,
+    activations: AwqActivations,
+}
+
+impl AwqSource {
+    /// Finds and checks `{prefix}.qweight/.qzeros/.scales` for an `(out, in)` layer.
+    pub(crate) fn open(
         store: &WeightStore,
         prefix: &str,
         group: usize,
@@ -195,34 +242,75 @@ impl AwqWeight {
         scales
             .expect_dtype(&[Dtype::F16, Dtype::BF16])?
             .expect_shape(&[groups, out_features])?;
-        let packed = qweight.as_slice::<i32>()?;
-        let zeros = awq_unpack(qzeros.as_slice::<i32>()?, out_features); // (groups, out)
-                                                                         // Both 16-bit formats convert to f32 exactly.
-        let scales_in: Vec<f32> = match scales.dtype() {
-            Dtype::F16 => scales
+        Ok(Self {
+            qweight,
+            qzeros,
+            scales,
+            rows: out_features,
+            k: in_features,
+            group,
+            activations,
+        })
+    }
+
+    /// The layout [`AwqSource::repack`] will produce.
+    fn layout(&self) -> Layout {
+        match self.activations {
+            AwqActivations::F32 => Layout::Rows,
+            // Groups without an int8 activation block stay row-major (see `into_tiles`).
+            AwqActivations::Int8 => match q8::q8_block_for_group(self.group) {
+                Some(block) => Layout::Tiles { block },
+                None => Layout::Rows,
+            },
+        }
+    }
+
+    /// Exactly the [`AwqWeight::weight_bytes`] of the repacked layer: codes at 4 bits plus an
+    /// f32 scale and zero·scale per (row, group); the tiled layout pads rows to whole tiles.
+    pub fn weight_bytes(&self) -> usize {
+        let groups = self.k / self.group;
+        let rows = match self.layout() {
+            Layout::Rows => self.rows,
+            Layout::Tiles { .. } => q8::tiles(self.rows) * q8::TILE_ROWS,
+        };
+        rows * self.k / 2 + 2 * 4 * rows * groups
+    }
+
+    /// Repacks into process memory.
+    pub fn repack(self) -> Result<AwqWeight> {
+        let (rows, k, group) = (self.rows, self.k, self.group);
+        let packed = self.qweight.as_slice::<i32>()?;
+        let zeros = awq_unpack(self.qzeros.as_slice::<i32>()?, rows); // (groups, out)
+                                                                      // Both 16-bit formats convert to f32 exactly.
+        let scales_in: Vec<f32> = match self.scales.dtype() {
+            Dtype::F16 => self
+                .scales
                 .as_slice::<f16>()?
                 .iter()
                 .map(|v| v.to_f32())
                 .collect(),
-            _ => scales
+            _ => self
+                .scales
                 .as_slice::<bf16>()?
                 .iter()
                 .map(|v| v.to_f32())
                 .collect(),
         }; // (groups, out)
-        let weight = Self::repack(packed, &zeros, &scales_in, out_features, in_features, group);
+        let weight = AwqWeight::repack(packed, &zeros, &scales_in, rows, k, group);
         // The repacked copy is all the kernels read from now on: let the kernel drop the
         // checkpoint's pages from our resident set, or resident memory would be the file plus
         // the copy (≈ 1.8× the weights). A failed hint only costs memory.
-        for t in [&qweight, &qzeros, &scales] {
+        for t in [&self.qweight, &self.qzeros, &self.scales] {
             let _ = t.advise(nano_infer_tensor::Paging::DontNeed);
         }
-        Ok(match activations {
+        Ok(match self.activations {
             AwqActivations::F32 => weight,
             AwqActivations::Int8 => weight.into_tiles(),
         })
     }
+}
 
+impl AwqWeight {
     /// Builds the `gemm_q4` layout from AutoAWQ `qweight` `(k, rows/8)`, unpacked zero points
     /// `(k/group, rows)` and scales `(k/group, rows)`.
     fn repack(
@@ -260,11 +348,10 @@ impl AwqWeight {
             }
         }
         Self {
-            packing: Packing::Rows {
-                packed,
-                scales,
-                zero_scaled,
-            },
+            layout: Layout::Rows,
+            packed: Buf::Owned(packed),
+            scales: Buf::Owned(scales),
+            zero_scaled: Buf::Owned(zero_scaled),
             rows,
             k,
             group,
@@ -274,18 +361,14 @@ impl AwqWeight {
     /// Converts the row-major layout into q4x16 tiles (in parallel over tiles), if the group
     /// allows int8 activation blocks; otherwise returns `self` unchanged.
     fn into_tiles(self) -> Self {
-        let Packing::Rows {
-            packed,
-            scales,
-            zero_scaled,
-        } = &self.packing
-        else {
+        if self.layout != Layout::Rows {
             return self;
-        };
+        }
         let Some(block) = q8::q8_block_for_group(self.group) else {
             return self;
         };
         let (rows, k, groups) = (self.rows, self.k, self.k / self.group);
+        let packed = self.packed.get();
         let tile_bytes = k / 8 * q8::CHUNK_BYTES;
         let mut tiles = vec![0u8; q8::tiles(rows) * tile_bytes];
         tiles
@@ -304,14 +387,39 @@ impl AwqWeight {
                 }
             });
         Self {
-            packing: Packing::Tiles {
-                packed: tiles,
-                scales: q8::tile_params(scales, rows, groups),
-                zero_scaled: q8::tile_params(zero_scaled, rows, groups),
-                block,
-            },
+            layout: Layout::Tiles { block },
+            packed: Buf::Owned(tiles),
+            scales: Buf::Owned(q8::tile_params(self.scales.get(), rows, groups)),
+            zero_scaled: Buf::Owned(q8::tile_params(self.zero_scaled.get(), rows, groups)),
             ..self
         }
+    }
+
+    /// Moves the repacked data out of process memory: writes it to `spill` and reads it from
+    /// there from now on, as mapped tensors named `{prefix}.awq_packed`, `.awq_scales` and
+    /// `.awq_zero_scaled` (see [`AwqWeight::mapped_tensors`]) that a memory budget can page out
+    /// and back in. The heap copy is freed when `self` is dropped here.
+    pub fn spill(self, spill: &mut SpillFile, prefix: &str) -> Result<Self> {
+        Ok(Self {
+            packed: self.packed.spill(spill, &format!("{prefix}.awq_packed"))?,
+            scales: self.scales.spill(spill, &format!("{prefix}.awq_scales"))?,
+            zero_scaled: self
+                .zero_scaled
+                .spill(spill, &format!("{prefix}.awq_zero_scaled"))?,
+            ..self
+        })
+    }
+
+    /// The spilled buffers (empty while the data is in process memory).
+    pub fn mapped_tensors(&self) -> Vec<Tensor> {
+        [
+            self.packed.mapped(),
+            self.scales.mapped(),
+            self.zero_scaled.mapped(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     pub fn rows(&self) -> usize {
@@ -328,40 +436,34 @@ impl AwqWeight {
 
     /// The activations this layer's kernel takes.
     pub fn activations(&self) -> AwqActivations {
-        match self.packing {
-            Packing::Rows { .. } => AwqActivations::F32,
-            Packing::Tiles { .. } => AwqActivations::Int8,
+        match self.layout {
+            Layout::Rows => AwqActivations::F32,
+            Layout::Tiles { .. } => AwqActivations::Int8,
         }
     }
 
     /// The int8 activation block of the tiled layout (`None` for the row-major one).
     pub(crate) fn q8_block(&self) -> Option<usize> {
-        match self.packing {
-            Packing::Rows { .. } => None,
-            Packing::Tiles { block, .. } => Some(block),
+        match self.layout {
+            Layout::Rows => None,
+            Layout::Tiles { block } => Some(block),
         }
     }
 
     /// The packed codes: `(rows, k/2)` bytes with input `2j` in the low nibble of byte `j` for
     /// [`AwqActivations::F32`], q4x16 tiles for [`AwqActivations::Int8`].
     pub fn packed(&self) -> &[u8] {
-        match &self.packing {
-            Packing::Rows { packed, .. } | Packing::Tiles { packed, .. } => packed,
-        }
+        self.packed.get()
     }
 
     /// Scales: `(rows, k/group)`, or `(tiles, k/group, 16)` for the tiled layout.
     pub fn scales(&self) -> &[f32] {
-        match &self.packing {
-            Packing::Rows { scales, .. } | Packing::Tiles { scales, .. } => scales,
-        }
+        self.scales.get()
     }
 
     /// Zero point × scale, laid out like [`AwqWeight::scales`].
     pub fn zero_scaled(&self) -> &[f32] {
-        match &self.packing {
-            Packing::Rows { zero_scaled, .. } | Packing::Tiles { zero_scaled, .. } => zero_scaled,
-        }
+        self.zero_scaled.get()
     }
 
     /// Bytes resident and read per forward pass.
@@ -372,12 +474,9 @@ impl AwqWeight {
     /// `(q, s, z·s)` of weight `(r, j)` in either layout.
     fn param(&self, r: usize, j: usize) -> (u8, f32, f32) {
         let (groups, g) = (self.k / self.group, j / self.group);
-        match &self.packing {
-            Packing::Rows {
-                packed,
-                scales,
-                zero_scaled,
-            } => {
+        let (packed, scales, zero_scaled) = (self.packed(), self.scales(), self.zero_scaled());
+        match self.layout {
+            Layout::Rows => {
                 let byte = packed[(r * self.k + j) / 2];
                 let q = if j.is_multiple_of(2) {
                     byte & 15
@@ -386,12 +485,7 @@ impl AwqWeight {
                 };
                 (q, scales[r * groups + g], zero_scaled[r * groups + g])
             }
-            Packing::Tiles {
-                packed,
-                scales,
-                zero_scaled,
-                ..
-            } => {
+            Layout::Tiles { .. } => {
                 let (t, i) = (r / q8::TILE_ROWS, r % q8::TILE_ROWS);
                 let tile = &packed[t * self.k / 8 * q8::CHUNK_BYTES..];
                 let byte = tile[(j / 8) * q8::CHUNK_BYTES + 4 * i + j % 4];
@@ -421,12 +515,9 @@ impl AwqWeight {
         out: &mut [f32],
     ) {
         let groups = self.k / self.group;
-        match &self.packing {
-            Packing::Rows {
-                packed,
-                scales,
-                zero_scaled,
-            } => {
+        let (packed, scales, zero_scaled) = (self.packed(), self.scales(), self.zero_scaled());
+        match self.layout {
+            Layout::Rows => {
                 let half = self.k / 2;
                 kernels.gemm_q4(
                     &packed[rows.start * half..rows.end * half],
@@ -438,12 +529,7 @@ impl AwqWeight {
                     out,
                 )
             }
-            Packing::Tiles {
-                packed,
-                scales,
-                zero_scaled,
-                ..
-            } => {
+            Layout::Tiles { .. } => {
                 assert!(
                     rows.start.is_multiple_of(q8::TILE_ROWS),
                     "AwqWeight: row ranges start at tile boundaries"

@@ -27,11 +27,11 @@ mod pattern;
 mod q8;
 mod scheme;
 
-pub use awq::{awq_pack, awq_unpack, AwqActivations, AwqWeight};
+pub use awq::{awq_pack, awq_unpack, AwqActivations, AwqSource, AwqWeight};
 pub use dense::DenseWeight;
 pub use error::QuantError;
 pub use fp8::Fp8Weight;
-pub use linear::{Linear, LinearOptions};
+pub use linear::{Linear, LinearOptions, LinearSource};
 pub use pattern::ModulePattern;
 pub use q8::Q8Weight;
 pub use scheme::{

@@ -2,10 +2,11 @@
 
 use crate::scheme::LayerFormat;
 use crate::{
-    AwqActivations, AwqWeight, DenseWeight, Fp8Weight, Q8Weight, QuantError, QuantScheme, Result,
+    AwqActivations, AwqSource, AwqWeight, DenseWeight, Fp8Weight, Q8Weight, QuantError,
+    QuantScheme, Result,
 };
 use nano_infer_simd::{Kernels, Q8Acts};
-use nano_infer_tensor::{Dtype, Tensor, WeightStore};
+use nano_infer_tensor::{Dtype, SpillFile, Tensor, WeightStore};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -169,14 +170,16 @@ impl Linear {
         }
     }
 
-    /// The tensors this layer reads in place from the memory map (dense weights, FP8 codes):
-    /// what a memory budget can page out and back in. Repacked formats (AWQ, Q8) live in
-    /// process memory and return nothing.
+    /// The tensors this layer reads in place from a memory map (dense weights, FP8 codes, an
+    /// AWQ layer moved to a spill file by [`LinearSource::finish_spilled`]): what a memory
+    /// budget can page out and back in. Data repacked into process memory (AWQ of resident
+    /// layers, Q8) is not among them.
     pub fn mapped_tensors(&self) -> Vec<nano_infer_tensor::Tensor> {
         match self {
             Linear::Dense(w) => vec![w.tensor().clone()],
             Linear::Fp8(w) => vec![w.codes_tensor().clone()],
-            Linear::Awq(_) | Linear::Q8(_) => Vec::new(),
+            Linear::Awq(w) => w.mapped_tensors(),
+            Linear::Q8(_) => Vec::new(),
         }
     }
 
@@ -260,13 +263,49 @@ impl Linear {
         in_features: usize,
         options: LinearOptions,
     ) -> Result<Self> {
+        LinearSource::open(store, prefix, scheme, out_features, in_features, options)?.finish()
+    }
+
+    /// Builds a dense layer from a tensor.
+    pub fn dense(tensor: Tensor) -> Result<Self> {
+        Ok(Linear::Dense(DenseWeight::new(tensor)?))
+    }
+}
+
+/// A linear layer found and checked in the checkpoint, before its load-time repack (AWQ) runs:
+/// what a memory budget is planned from. [`LinearSource::weight_bytes`] is exactly the finished
+/// layer's [`Linear::weight_bytes`], and [`LinearSource::movable_bytes`] what a budget can page
+/// out once the layer is finished with [`LinearSource::finish_spilled`].
+#[derive(Clone, Debug)]
+pub struct LinearSource {
+    prefix: String,
+    source: Source,
+}
+
+#[derive(Clone, Debug)]
+enum Source {
+    /// Formats used in place from the memory map (dense, FP8): nothing left to do.
+    Ready(Linear),
+    Awq(AwqSource),
+}
+
+impl LinearSource {
+    /// Finds and checks the linear layer `prefix`: see [`Linear::load`].
+    pub fn open(
+        store: &WeightStore,
+        prefix: &str,
+        scheme: &QuantScheme,
+        out_features: usize,
+        in_features: usize,
+        options: LinearOptions,
+    ) -> Result<Self> {
         if out_features == 0 || in_features == 0 {
             return Err(QuantError::invalid(
                 &format!("{prefix}.weight"),
                 format!("empty layer shape ({out_features}, {in_features})"),
             ));
         }
-        match scheme.layer_format(prefix) {
+        let source = match scheme.layer_format(prefix) {
             LayerFormat::Dense => {
                 let tensor = store.get(&format!("{prefix}.weight"));
                 let tensor = match tensor {
@@ -288,9 +327,9 @@ impl Linear {
                     ));
                 }
                 tensor.expect_shape(&[out_features, in_features])?;
-                Self::dense(tensor)
+                Linear::dense(tensor).map(Source::Ready)
             }
-            LayerFormat::Awq { group_size } => AwqWeight::load(
+            LayerFormat::Awq { group_size } => AwqSource::open(
                 store,
                 prefix,
                 group_size,
@@ -298,7 +337,7 @@ impl Linear {
                 in_features,
                 options.awq_activations,
             )
-            .map(Linear::Awq),
+            .map(Source::Awq),
             LayerFormat::Fp8 {
                 block,
                 expect,
@@ -312,12 +351,53 @@ impl Linear {
                 out_features,
                 in_features,
             )
-            .map(Linear::Fp8),
+            .map(|w| Source::Ready(Linear::Fp8(w))),
+        }?;
+        Ok(Self {
+            prefix: prefix.to_owned(),
+            source,
+        })
+    }
+
+    /// Bytes the finished layer reads per forward pass ([`Linear::weight_bytes`]).
+    pub fn weight_bytes(&self) -> usize {
+        match &self.source {
+            Source::Ready(l) => l.weight_bytes(),
+            Source::Awq(a) => a.weight_bytes(),
         }
     }
 
-    /// Builds a dense layer from a tensor.
-    pub fn dense(tensor: Tensor) -> Result<Self> {
-        Ok(Linear::Dense(DenseWeight::new(tensor)?))
+    /// Bytes a memory budget can page out when this layer is streamed: the mapped tensors of
+    /// in-place formats, and all of an AWQ layer's repacked data (it goes to a spill file). The
+    /// rest (FP8's expanded scales) stays in process memory whatever the budget.
+    pub fn movable_bytes(&self) -> usize {
+        match &self.source {
+            Source::Ready(l) => l.weight_bytes() - l.owned_bytes(),
+            Source::Awq(a) => a.weight_bytes(),
+        }
+    }
+
+    /// Finishes the layer in process memory (AWQ is repacked into the heap).
+    pub fn finish(self) -> Result<Linear> {
+        match self.source {
+            Source::Ready(l) => Ok(l),
+            Source::Awq(a) => a.repack().map(Linear::Awq),
+        }
+    }
+
+    /// Finishes the layer for streaming: an AWQ layer is repacked and moved to `spill`, so that
+    /// all of it is [`Linear::mapped_tensors`] and none of it [`Linear::owned_bytes`]; other
+    /// formats are mapped already and come back as [`LinearSource::finish`] gives them.
+    pub fn finish_spilled(self, spill: &mut SpillFile) -> Result<Linear> {
+        match self.source {
+            Source::Ready(l) => Ok(l),
+            Source::Awq(a) => Ok(Linear::Awq(a.repack()?.spill(spill, &self.prefix)?)),
+        }
+    }
+
+    /// Whether finishing repacks into memory (so [`LinearSource::finish_spilled`] writes a
+    /// spill file).
+    pub fn needs_spill(&self) -> bool {
+        matches!(self.source, Source::Awq(_))
     }
 }

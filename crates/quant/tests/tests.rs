@@ -6,4 +6,5 @@ mod errors;
 mod fixtures;
 mod fp8_codes;
 mod oracle;
+mod sources;
 mod util;

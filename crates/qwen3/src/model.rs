@@ -6,7 +6,7 @@ use crate::weights::{Layer, LmHead, Weights};
 use crate::{ModelError, Qwen3Config, Rope, Session};
 use nano_infer_kvcache::{KvCache, KvDtype};
 use nano_infer_offload::{available_memory, format_size, PlanInputs, ResidencyPlan, Streamer};
-use nano_infer_quant::{AwqActivations, QuantScheme};
+use nano_infer_quant::{AwqActivations, LinearSource, QuantScheme};
 use nano_infer_simd::{Isa, Kernels};
 use nano_infer_tensor::WeightStore;
 use std::path::{Path, PathBuf};
@@ -27,7 +27,8 @@ pub struct LoadOptions {
     /// The lm_head's format: the checkpoint's (default) or an int8 copy (`--lm-head q8`).
     pub lm_head: LmHead,
     /// Memory budget in bytes for weights + KV cache + activations (`--max-memory`). Layers
-    /// that do not fit are streamed from the files with the next one prefetched. `None`: no
+    /// that do not fit are streamed from the files with the next one prefetched (AWQ layers
+    /// from a spill file of their repacked weights, see `nano_infer_tensor::SpillFile`). `None`: no
     /// budget, unless the model would not fit in the memory the system has available, in
     /// which case one is chosen (see [`Model::offload_report`]).
     pub max_memory: Option<u64>,
@@ -59,6 +60,8 @@ pub struct Model {
     file_bytes: usize,
     /// Streams the layers that do not fit the memory budget; `None` when everything is resident.
     streamer: Option<Streamer>,
+    /// What the memory budget decided, when there is one.
+    plan: Option<ResidencyPlan>,
     /// What the memory budget decided, for `--verbose` (and why, when it was chosen for the user).
     offload_report: Option<String>,
     // Keeps the memory maps alive for the weights' tensors (they also hold them, but the store
@@ -86,17 +89,43 @@ impl Model {
             Some(isa) => Kernels::for_isa(isa).ok_or(ModelError::IsaUnavailable(isa))?,
             None => Kernels::best(),
         };
-        let weights = Weights::load(&store, &config, &scheme, options)?;
+        let sources = Weights::open(&store, &config, &scheme, options)?;
         let ctx_size = options
             .ctx_size
             .unwrap_or(config.max_position_embeddings)
             .min(config.max_position_embeddings);
-        let (streamer, offload_report) = plan_residency(&config, &weights, options, ctx_size)?;
+        // The budget is planned from the sizes before anything is repacked, so a streamed AWQ
+        // layer's copy goes straight to the spill file instead of all copies sitting in memory.
+        let planned = plan_residency(&config, &sources, options, ctx_size)?;
+        let streams = |i: usize| {
+            planned
+                .as_ref()
+                .is_some_and(|(plan, _)| plan.streams() && !plan.is_resident(i))
+        };
+        let (weights, spilled) = sources.finish(streams)?;
+        let (plan, offload_report) = match planned {
+            Some((plan, mut report)) => {
+                if let Some((bytes, path)) = spilled {
+                    report += &format!(
+                        "; the streamed layers' repacked AWQ weights ({}) are read from an unlinked spill file created as {}",
+                        format_size(bytes),
+                        path.display()
+                    );
+                }
+                (Some(plan), Some(report))
+            }
+            None => (None, None),
+        };
+        let streamer = plan
+            .as_ref()
+            .filter(|p| p.streams())
+            .map(|p| Streamer::new(weights.layer_tensors(), p.clone()));
         Ok(Self {
             dir: dir.to_owned(),
             rope: Rope::new(&config),
             file_bytes: store.total_bytes(),
             streamer,
+            plan,
             offload_report,
             config,
             weights,
@@ -111,6 +140,12 @@ impl Model {
     /// budget was given or had to be chosen because the model does not fit in memory.
     pub fn offload_report(&self) -> Option<&str> {
         self.offload_report.as_deref()
+    }
+
+    /// The memory budget's plan (which layers stream, and the accounting behind it), when a
+    /// budget was given or chosen.
+    pub fn residency_plan(&self) -> Option<&ResidencyPlan> {
+        self.plan.as_ref()
     }
 
     pub fn config(&self) -> &Qwen3Config {
@@ -460,20 +495,17 @@ impl RunState {
 const AUTO_KV_TOKENS: usize = 4096;
 
 /// Decides which layers stay resident under `options.max_memory`, or under the memory the system
-/// has available when the model would not fit in it.
+/// has available when the model would not fit in it; `None` when there is no budget. Planned
+/// from the sizes the weights will have once finished (AWQ repacked), before any repack runs.
 fn plan_residency(
     config: &Qwen3Config,
-    weights: &Weights,
+    weights: &Weights<LinearSource>,
     options: &LoadOptions,
     ctx_size: usize,
-) -> Result<(Option<Streamer>, Option<String>), ModelError> {
+) -> Result<Option<(ResidencyPlan, String)>, ModelError> {
     let kv_per_token =
         config.num_hidden_layers * config.kv_dim() * 2 * options.kv_dtype.bytes_per_element();
-    let layer_tensors = weights.layer_tensors();
-    let layers: Vec<u64> = layer_tensors
-        .iter()
-        .map(|ts| ts.iter().map(|t| t.bytes().len() as u64).sum())
-        .collect();
+    let layers = weights.layer_bytes();
     let fixed = weights.fixed_bytes() as u64;
     let activations = activation_bytes(config) as u64;
     let (budget, kv_cache, why) = match options.max_memory {
@@ -493,7 +525,7 @@ fn plan_residency(
                     );
                     (budget, kv, Some(why))
                 }
-                _ => return Ok((None, None)),
+                _ => return Ok(None),
             }
         }
     };
@@ -508,8 +540,7 @@ fn plan_residency(
         Some(why) => format!("{why}; {}", plan.report()),
         None => plan.report(),
     };
-    let streamer = plan.streams().then(|| Streamer::new(layer_tensors, plan));
-    Ok((streamer, Some(report)))
+    Ok(Some((plan, report)))
 }
 
 /// Activation memory of a forward pass over a 512-token prompt chunk: the `RunState` buffers,

@@ -4,12 +4,14 @@
 //! the small vectors (norms, biases) are copied to f32 at load.
 
 use crate::{LoadOptions, ModelError, Qwen3Config};
-use nano_infer_quant::{DenseWeight, Linear, LinearOptions, QuantScheme};
-use nano_infer_tensor::{Dtype, WeightStore};
+use nano_infer_quant::{DenseWeight, Linear, LinearOptions, LinearSource, QuantScheme};
+use nano_infer_tensor::{Dtype, SpillFile, WeightStore};
+use std::path::PathBuf;
 
-/// One decoder block.
+/// One decoder block. `L` is [`Linear`] once loaded, [`LinearSource`] while the memory budget
+/// is planned (before AWQ layers are repacked).
 #[derive(Debug)]
-pub(crate) struct Layer {
+pub(crate) struct Layer<L = Linear> {
     /// `(hidden)`
     pub input_norm: Vec<f32>,
     /// `(hidden)`
@@ -19,24 +21,24 @@ pub(crate) struct Layer {
     /// `(head_dim)`
     pub k_norm: Vec<f32>,
     /// `(q_dim, hidden)`
-    pub q_proj: Linear,
+    pub q_proj: L,
     /// `(kv_dim, hidden)`
-    pub k_proj: Linear,
+    pub k_proj: L,
     /// `(kv_dim, hidden)`
-    pub v_proj: Linear,
+    pub v_proj: L,
     /// `(hidden, q_dim)`
-    pub o_proj: Linear,
+    pub o_proj: L,
     /// Biases of q/k/v/o when `attention_bias` is set.
     pub q_bias: Option<Vec<f32>>,
     pub k_bias: Option<Vec<f32>>,
     pub v_bias: Option<Vec<f32>>,
     pub o_bias: Option<Vec<f32>>,
     /// `(intermediate, hidden)`
-    pub gate_proj: Linear,
+    pub gate_proj: L,
     /// `(intermediate, hidden)`
-    pub up_proj: Linear,
+    pub up_proj: L,
     /// `(hidden, intermediate)`
-    pub down_proj: Linear,
+    pub down_proj: L,
 }
 
 /// The format of the lm_head matmul.
@@ -52,9 +54,9 @@ pub enum LmHead {
     Q8,
 }
 
-impl Layer {
+impl<L> Layer<L> {
     /// The seven projections, in compute order.
-    pub fn linears(&self) -> [&Linear; 7] {
+    pub fn linears(&self) -> [&L; 7] {
         [
             &self.q_proj,
             &self.k_proj,
@@ -65,21 +67,46 @@ impl Layer {
             &self.down_proj,
         ]
     }
+
+    /// The same block with each projection passed through `f` (in compute order).
+    fn try_map<M, E>(self, mut f: impl FnMut(L) -> Result<M, E>) -> Result<Layer<M>, E> {
+        Ok(Layer {
+            q_proj: f(self.q_proj)?,
+            k_proj: f(self.k_proj)?,
+            v_proj: f(self.v_proj)?,
+            o_proj: f(self.o_proj)?,
+            gate_proj: f(self.gate_proj)?,
+            up_proj: f(self.up_proj)?,
+            down_proj: f(self.down_proj)?,
+            input_norm: self.input_norm,
+            post_attention_norm: self.post_attention_norm,
+            q_norm: self.q_norm,
+            k_norm: self.k_norm,
+            q_bias: self.q_bias,
+            k_bias: self.k_bias,
+            v_bias: self.v_bias,
+            o_bias: self.o_bias,
+        })
+    }
 }
 
+/// All weights. `L` as in [`Layer`]: [`Weights::open`] gives `Weights<LinearSource>`, whose
+/// sizes the memory budget is planned from; [`Weights::finish`] then repacks each layer into
+/// memory or, for streamed layers, into a spill file.
 #[derive(Debug)]
-pub(crate) struct Weights {
+pub(crate) struct Weights<L = Linear> {
     /// `(vocab, hidden)`, dense.
     pub embed: DenseWeight,
-    pub layers: Vec<Layer>,
+    pub layers: Vec<Layer<L>>,
     /// `(hidden)`
     pub final_norm: Vec<f32>,
     /// `(vocab, hidden)`: `embed` itself when the embeddings are tied.
     pub lm_head: Linear,
 }
 
-impl Weights {
-    pub fn load(
+impl Weights<LinearSource> {
+    /// Finds and checks every tensor; nothing is repacked yet (see [`Weights::finish`]).
+    pub fn open(
         store: &WeightStore,
         config: &Qwen3Config,
         scheme: &QuantScheme,
@@ -105,7 +132,7 @@ impl Weights {
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let linear = |name: &str, out: usize, inp: usize| {
-                Linear::load_with(
+                LinearSource::open(
                     store,
                     &format!("{p}.{name}"),
                     scheme,
@@ -181,6 +208,83 @@ impl Weights {
         })
     }
 
+    /// Per decoder layer, the bytes a memory budget can stream: every projection's
+    /// [`LinearSource::movable_bytes`] (mapped tensors, and AWQ's repacked copy, which a
+    /// streamed layer keeps in a spill file).
+    pub fn layer_bytes(&self) -> Vec<u64> {
+        self.layers
+            .iter()
+            .map(|l| l.linears().iter().map(|w| w.movable_bytes() as u64).sum())
+            .collect()
+    }
+
+    /// Bytes that stay in memory whatever the budget: the embedding and lm_head (read every
+    /// token), norms and biases, and the parts of layers that cannot move (FP8's expanded
+    /// scales).
+    pub fn fixed_bytes(&self) -> usize {
+        let embed = self.embed.tensor().bytes().len();
+        // A tied dense lm_head is the embedding tensor itself: count it once.
+        let lm_head = match &self.lm_head {
+            Linear::Dense(w) if w.tensor().name() == self.embed.tensor().name() => 0,
+            other => other.weight_bytes(),
+        };
+        let vectors = |l: &Layer<LinearSource>| {
+            let biases = [&l.q_bias, &l.k_bias, &l.v_bias, &l.o_bias]
+                .into_iter()
+                .flatten()
+                .map(Vec::len)
+                .sum::<usize>();
+            l.input_norm.len()
+                + l.post_attention_norm.len()
+                + l.q_norm.len()
+                + l.k_norm.len()
+                + biases
+        };
+        let vectors = 4 * (self.final_norm.len() + self.layers.iter().map(vectors).sum::<usize>());
+        let pinned: usize = self
+            .layers
+            .iter()
+            .flat_map(|l| l.linears())
+            .map(|w| w.weight_bytes() - w.movable_bytes())
+            .sum();
+        embed + lm_head + vectors + pinned
+    }
+
+    /// Repacks every layer; those for which `streamed(i)` holds go to one spill file (created
+    /// only if one of them has something to repack), the others into process memory. Returns
+    /// the spill file's size and where it was created, if one was written.
+    pub fn finish(
+        self,
+        streamed: impl Fn(usize) -> bool,
+    ) -> Result<(Weights, Option<(u64, PathBuf)>), ModelError> {
+        let mut spill: Option<SpillFile> = None;
+        let mut layers = Vec::with_capacity(self.layers.len());
+        // One layer at a time: a streamed layer's heap copy is freed as soon as it is written,
+        // so loading never holds more than the resident layers plus one projection's copy.
+        for (i, layer) in self.layers.into_iter().enumerate() {
+            let spill_layer = streamed(i) && layer.linears().iter().any(|w| w.needs_spill());
+            if spill_layer && spill.is_none() {
+                spill = Some(SpillFile::create()?);
+            }
+            layers.push(
+                layer.try_map(|w| match spill.as_mut().filter(|_| spill_layer) {
+                    Some(file) => w.finish_spilled(file),
+                    None => w.finish(),
+                })?,
+            );
+        }
+        let spilled = spill.map(|f| (f.len_bytes(), f.path().to_owned()));
+        let weights = Weights {
+            embed: self.embed,
+            layers,
+            final_norm: self.final_norm,
+            lm_head: self.lm_head,
+        };
+        Ok((weights, spilled))
+    }
+}
+
+impl Weights {
     /// Bytes of weights one decode step reads.
     pub fn bytes_per_token(&self) -> usize {
         let layers: usize = self
@@ -202,35 +306,5 @@ impl Weights {
                     .collect()
             })
             .collect()
-    }
-
-    /// Bytes that stay in memory whatever the budget: the embedding and lm_head (read every
-    /// token), norms, and layers repacked into process memory (AWQ, Q8).
-    pub fn fixed_bytes(&self) -> usize {
-        let embed = self.embed.tensor().bytes().len();
-        // A tied dense lm_head is the embedding tensor itself: count it once.
-        let lm_head = match &self.lm_head {
-            Linear::Dense(w) if w.tensor().name() == self.embed.tensor().name() => 0,
-            other => other.weight_bytes(),
-        };
-        let norms = 4
-            * (self.final_norm.len()
-                + self
-                    .layers
-                    .iter()
-                    .map(|l| {
-                        l.input_norm.len()
-                            + l.post_attention_norm.len()
-                            + l.q_norm.len()
-                            + l.k_norm.len()
-                    })
-                    .sum::<usize>());
-        let owned: usize = self
-            .layers
-            .iter()
-            .flat_map(|l| l.linears())
-            .map(|w| w.owned_bytes())
-            .sum();
-        embed + lm_head + norms + owned
     }
 }

@@ -52,8 +52,8 @@ fn streaming_budget(dir: &PathBuf, ctx: usize, need_resident: bool) -> (u64, Str
 }
 
 /// `need_resident`: some layers must stay resident too (needs more than the two layers the
-/// streaming window holds).
-fn check_same_results(name: &str, need_resident: bool) {
+/// streaming window holds). Returns the budgeted model.
+fn check_same_results(name: &str, need_resident: bool) -> Model {
     let dir = fixture(name);
     let ctx = 256;
     let (budget, report) = streaming_budget(&dir, ctx, need_resident);
@@ -91,6 +91,7 @@ fn check_same_results(name: &str, need_resident: bool) {
         }
         assert_eq!(tokens, greedy, "{name}: greedy continuation under a budget");
     }
+    budgeted
 }
 
 #[test]
@@ -102,6 +103,96 @@ fn bf16_streams_with_identical_results() {
 fn fp8_streams_with_identical_results() {
     // Two layers: the window holds both, so both stream.
     check_same_results("fp8_block", false);
+}
+
+/// Resident bytes of this process's mappings of `path` (`Rss` of its `/proc/self/smaps`
+/// entries; an unlinked file shows as `path (deleted)`); `None` where smaps is not readable.
+fn mapped_rss(path: &str) -> Option<u64> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let mut total = 0;
+    let mut in_path = false;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: `start-end perms offset dev inode [path]`.
+            in_path = line.contains(path);
+        } else if in_path && first == "Rss:" {
+            total += fields.next()?.parse::<u64>().ok()? * 1024;
+        }
+    }
+    Some(total)
+}
+
+/// AWQ layers are repacked at load; under a budget the streamed ones move to a spill file and
+/// stream from there, with bit-identical results. The plan counts them as streamed layer
+/// bytes (before, AWQ was counted as always resident), and the process really holds no more
+/// of the spill file than the streaming window.
+#[test]
+fn awq_streams_from_a_spill_file_with_identical_results() {
+    let model = check_same_results("awq", true);
+    let report = model.offload_report().unwrap().to_owned();
+    let plan = model.residency_plan().unwrap();
+    let streamed = plan.streamed_layers();
+    assert!(!streamed.is_empty() && streamed.len() < 4, "{report}");
+    let layers = &plan.inputs().layers;
+    // Every layer is movable: the repacked AWQ bytes are layer bytes, not fixed ones.
+    assert!(layers.iter().all(|&b| b > 0), "{layers:?}");
+    let lm_head = (model.vocab_size() * model.config().hidden_size * 2) as u64; // tied BF16
+    assert_eq!(
+        layers.iter().sum::<u64>(),
+        model.bytes_per_token() as u64 - lm_head,
+        "the layers' planned bytes are all of their repacked weights"
+    );
+    let streamed_bytes: u64 = streamed.iter().map(|&i| layers[i]).sum();
+    assert_eq!(
+        plan.resident_weight_bytes(),
+        plan.inputs().fixed_weights + layers.iter().sum::<u64>() - streamed_bytes,
+        "streamed layers do not count as resident"
+    );
+    let c = model.config();
+    let norms = 4 * (c.hidden_size + c.num_hidden_layers * 2 * (c.hidden_size + c.head_dim()));
+    assert_eq!(
+        plan.inputs().fixed_weights,
+        lm_head + norms as u64,
+        "fixed weights are the (tied) embedding and the norms only: {report}"
+    );
+
+    let path = report
+        .split("spill file created as ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the report names the spill file: {report}"));
+    // Between forward passes every streamed layer has been dropped after use, except the one
+    // the prefetch thread is reading in for the next pass: one layer, each of its 21 buffers
+    // (3 per projection) rounded up to whole pages. Without the drops all of them would stay.
+    let largest = streamed.iter().map(|&i| layers[i]).max().unwrap();
+    let bound = largest + 21 * 4096;
+    assert!(
+        streamed_bytes > bound,
+        "the bound is tighter than the spill file ({streamed_bytes} bytes)"
+    );
+    let mut session = model.session();
+    let mut next = argmax(session.prefill(&[1, 2, 3]).unwrap());
+    for _ in 0..6 {
+        next = argmax(session.decode(next).unwrap());
+        if let Some(rss) = mapped_rss(path) {
+            assert!(
+                rss <= bound,
+                "{rss} bytes of the spill file resident, bound {bound}: {report}"
+            );
+        }
+    }
+}
+
+#[test]
+fn awq_f16_streams_with_identical_results() {
+    // Two layers: both stream (from the spill file).
+    let model = check_same_results("awq_f16", false);
+    assert!(
+        model.offload_report().unwrap().contains("spill file"),
+        "{:?}",
+        model.offload_report()
+    );
 }
 
 #[test]

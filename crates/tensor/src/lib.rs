@@ -10,17 +10,25 @@
 //! not aligned for its element type (the format does not promise alignment, though every writer
 //! we know pads the header to 8 bytes) is copied once into an aligned buffer when it is fetched.
 //!
-//! This crate and `simd` are the only ones allowed `unsafe`: here for `mmap` alone.
+//! [`SpillFile`] maps bytes computed at load (repacked AWQ layers) from an unlinked scratch file,
+//! so a memory budget can stream them like the checkpoint's tensors.
+//!
+//! This crate and `simd` are the only ones allowed `unsafe`: here for `mmap` (and the paging
+//! hints that go with it) alone.
 
 mod dtype;
 mod error;
 mod file;
+mod page_cache;
+mod spill;
 mod store;
 mod tensor;
 
 pub use dtype::{Dtype, Element};
 pub use error::TensorError;
 pub use file::SafetensorsFile;
+pub use page_cache::evict_page_cache;
+pub use spill::SpillFile;
 pub use store::WeightStore;
 pub use tensor::Tensor;
 

@@ -34,6 +34,9 @@ pub(crate) struct OneArgs {
     /// Seed of the random prompt ids.
     #[arg(long, default_value_t = 0)]
     pub(crate) seed: u64,
+    /// Memory budget in bytes (`LoadOptions::max_memory`): layers that do not fit stream.
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) max_memory: Option<u64>,
 }
 
 /// What one configuration measured. Times in seconds, sizes in bytes.
@@ -58,6 +61,20 @@ pub(crate) struct OneResult {
     /// versus mapped files.
     pub(crate) rss_anon: u64,
     pub(crate) rss_file: u64,
+    /// Under `--max-memory`: what the residency plan decided.
+    pub(crate) offload: Option<Offload>,
+}
+
+/// The residency plan of a run under a memory budget.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Offload {
+    pub(crate) budget: u64,
+    /// `ResidencyPlan::peak_bytes`: weights kept resident + streaming window + KV + activations.
+    pub(crate) planned_peak: u64,
+    pub(crate) layers: usize,
+    pub(crate) streamed_layers: usize,
+    /// `Model::offload_report`, as `-v` prints it.
+    pub(crate) report: String,
 }
 
 /// `tokens` processed in `secs`.
@@ -91,6 +108,7 @@ pub(crate) fn run(args: &OneArgs) -> Result<()> {
         isa,
         kv_dtype: KvDtype::F32,
         ctx_size: Some(longest + args.decode + 1),
+        max_memory: args.max_memory,
         // Everything else as a library user gets it by default.
         ..LoadOptions::default()
     };
@@ -136,6 +154,16 @@ pub(crate) fn run(args: &OneArgs) -> Result<()> {
         .and_then(|q| q.get("quant_method")?.as_str().map(str::to_owned))
         .or_else(|| config.torch_dtype.clone())
         .unwrap_or_else(|| "unknown".into());
+    let offload = match (args.max_memory, model.residency_plan()) {
+        (Some(budget), Some(plan)) => Some(Offload {
+            budget,
+            planned_peak: plan.peak_bytes(),
+            layers: plan.inputs().layers.len(),
+            streamed_layers: plan.streamed_layers().len(),
+            report: model.offload_report().unwrap_or_default().to_owned(),
+        }),
+        _ => None,
+    };
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let result = OneResult {
         model: args.model.clone(),
@@ -152,6 +180,7 @@ pub(crate) fn run(args: &OneArgs) -> Result<()> {
         peak_rss: status_kib(&status, "VmHWM:") * 1024,
         rss_anon: status_kib(&status, "RssAnon:") * 1024,
         rss_file: status_kib(&status, "RssFile:") * 1024,
+        offload,
     };
     println!("{}", serde_json::to_string(&result)?);
     Ok(())

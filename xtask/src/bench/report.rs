@@ -210,11 +210,104 @@ pub(crate) struct Report {
     pub(crate) bandwidth: Vec<(usize, f64)>,
     pub(crate) bandwidth_buffer_bytes: usize,
     pub(crate) rows: Vec<Row>,
+    /// What a budget row may hold beyond its planned peak (`bench::OFFLOAD_MARGIN`).
+    pub(crate) offload_margin: u64,
+    /// [`Report::offload`] of `rows`, kept in the JSON document.
+    pub(crate) offload: Vec<OffloadSummary>,
+}
+
+/// A row run under a memory budget, beside the resident row of the same model and threads.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct OffloadSummary {
+    pub(crate) label: String,
+    pub(crate) threads: usize,
+    pub(crate) budget: u64,
+    pub(crate) layers: usize,
+    pub(crate) streamed_layers: usize,
+    pub(crate) planned_peak: u64,
+    /// Median `VmHWM` of the budget runs.
+    pub(crate) peak_rss: u64,
+    /// `budget + margin`: the most `peak_rss` may be.
+    pub(crate) limit: u64,
+    pub(crate) within_limit: bool,
+    pub(crate) decode_tok_s: Option<f64>,
+    pub(crate) resident_decode_tok_s: Option<f64>,
+    pub(crate) resident_peak_rss: Option<u64>,
 }
 
 const GB: f64 = 1e9;
 
 impl Report {
+    /// The budget rows, each beside the unbudgeted row of the same model and thread count.
+    pub(crate) fn offload(&self) -> Vec<OffloadSummary> {
+        self.rows
+            .iter()
+            .filter_map(|r| {
+                let offload = r.samples[0].offload.as_ref()?;
+                let resident = self.rows.iter().find(|p| {
+                    p.samples[0].offload.is_none()
+                        && p.samples[0].model == r.samples[0].model
+                        && p.threads == r.threads
+                });
+                let limit = offload.budget + self.offload_margin;
+                Some(OffloadSummary {
+                    label: r.label.clone(),
+                    threads: r.threads,
+                    budget: offload.budget,
+                    layers: offload.layers,
+                    streamed_layers: offload.streamed_layers,
+                    planned_peak: offload.planned_peak,
+                    peak_rss: r.peak_rss,
+                    limit,
+                    within_limit: r.peak_rss <= limit,
+                    decode_tok_s: r.decode_tok_s,
+                    resident_decode_tok_s: resident.and_then(|p| p.decode_tok_s),
+                    resident_peak_rss: resident.map(|p| p.peak_rss),
+                })
+            })
+            .collect()
+    }
+
+    /// The "Under a memory budget" section (empty without budget rows).
+    fn offload_markdown(&self) -> String {
+        let rows = self.offload();
+        if rows.is_empty() {
+            return String::new();
+        }
+        // GiB here, the unit budgets are written in (`--offload-budget 3GiB`).
+        let gib = |b: u64| format!("{:.2}", b as f64 / (1u64 << 30) as f64);
+        let tps = |t: Option<f64>| t.map_or_else(|| "-".into(), |t| format!("{t:.2}"));
+        let mut s = format!(
+            "\n## Under a memory budget (`--max-memory`)\n\nPeak RSS (`VmHWM`, mapped weight pages \
+             included) must stay within the budget plus a margin of {} MiB for what the plan \
+             does not count (code and libraries, thread stacks, allocator slack, page rounding); \
+             `planned peak` is the plan's own bound (resident weights + two streamed layers in \
+             flight + KV cache + activations). `resident` is the same model and thread count \
+             without a budget.\n\n",
+            self.offload_margin >> 20
+        );
+        s += "| model | threads | budget GiB | streamed layers | planned peak GiB | peak RSS GiB | limit GiB | within limit | decode tok/s | resident decode tok/s | resident peak RSS GiB |\n";
+        s += "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n";
+        for o in rows {
+            s += &format!(
+                "| {} | {} | {} | {} of {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                o.label,
+                o.threads,
+                gib(o.budget),
+                o.streamed_layers,
+                o.layers,
+                gib(o.planned_peak),
+                gib(o.peak_rss),
+                gib(o.limit),
+                if o.within_limit { "yes" } else { "**NO**" },
+                tps(o.decode_tok_s),
+                tps(o.resident_decode_tok_s),
+                o.resident_peak_rss.map_or_else(|| "-".into(), gib),
+            );
+        }
+        s
+    }
+
     pub(crate) fn markdown(&self) -> String {
         let m = &self.machine;
         let mut s = format!(
@@ -306,6 +399,7 @@ impl Report {
               `bound` is read bandwidth at that thread count divided by it. `first token` is \
               the first forward pass after load, which faults the mapped weights in; it is \
               kept out of the prefill and decode figures. See bench/README.md.\n";
+        s += &self.offload_markdown();
         s
     }
 
@@ -354,6 +448,80 @@ mod tests {
         assert_eq!(median(vec![]), None);
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    fn sample(model: &str, offload: Option<u64>, peak_rss: u64, decode_secs: f64) -> OneResult {
+        use super::super::one::{Offload, Timed};
+        OneResult {
+            model: PathBuf::from(model),
+            format: "bfloat16".into(),
+            isa: "avx2".into(),
+            load_options: String::new(),
+            threads: 2,
+            file_bytes: 1,
+            bytes_per_token: 1,
+            load_s: 0.0,
+            first_token_s: 0.0,
+            prefill: Vec::new(),
+            decode: Some(Timed {
+                tokens: 16,
+                secs: decode_secs,
+            }),
+            peak_rss,
+            rss_anon: 0,
+            rss_file: 0,
+            offload: offload.map(|budget| Offload {
+                budget,
+                planned_peak: budget - 10,
+                layers: 36,
+                streamed_layers: 28,
+                report: String::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn budget_rows_are_checked_and_paired_with_the_resident_row() {
+        let gib = 1u64 << 30;
+        let row = |label: &str, s: OneResult| Row::from_samples(label.into(), vec![s], 1e10);
+        let mut report = Report {
+            machine: Machine::detect(Path::new(".")),
+            command: String::new(),
+            repeat: 1,
+            loadavg_before: String::new(),
+            loadavg_after: String::new(),
+            bandwidth: Vec::new(),
+            bandwidth_buffer_bytes: 0,
+            rows: vec![
+                row("a", sample("/m/a", None, 9 * gib, 16.0)),
+                row(
+                    "a @3GiB",
+                    sample("/m/a", Some(3 * gib), 3 * gib + 100, 32.0),
+                ),
+                row("b", sample("/m/b", None, 9 * gib, 8.0)),
+                row(
+                    "b @3GiB",
+                    sample("/m/b", Some(3 * gib), 3 * gib + 300, 32.0),
+                ),
+            ],
+            offload_margin: 200,
+            offload: Vec::new(),
+        };
+        let o = report.offload();
+        assert_eq!(o.len(), 2);
+        assert!(
+            o[0].within_limit,
+            "100 bytes over the budget is inside a 200-byte margin"
+        );
+        assert!(!o[1].within_limit, "300 bytes over is not");
+        assert_eq!(o[0].limit, 3 * gib + 200);
+        assert_eq!(o[0].decode_tok_s, Some(0.5));
+        assert_eq!(o[0].resident_decode_tok_s, Some(1.0), "paired with model a");
+        assert_eq!(o[1].resident_decode_tok_s, Some(2.0), "paired with model b");
+        report.offload = o;
+        let md = report.markdown();
+        assert!(md.contains("## Under a memory budget"), "{md}");
+        assert!(md.contains("| 28 of 36 |") && md.contains("**NO**"), "{md}");
     }
 
     #[test]
