@@ -35,6 +35,7 @@
 //! kernels then read the same bytes from a file mapping that the budget pages out and back in
 //! like any checkpoint tensor, in the exact layout above.
 
+use crate::panel;
 use crate::{QuantError, Result};
 use nano_infer_simd::{bf16, f16, q8, Kernels, Q8Acts};
 use nano_infer_tensor::{Dtype, Element, SpillFile, Tensor, WeightStore};
@@ -517,6 +518,30 @@ impl AwqWeight {
         let groups = self.k / self.group;
         let (packed, scales, zero_scaled) = (self.packed(), self.scales(), self.zero_scaled());
         match self.layout {
+            Layout::Rows if x.len() / self.k >= panel::PANEL_MIN_TOKENS => {
+                // Prefill: decode each weight once, not once per token tile (see `panel`).
+                let half = self.k / 2;
+                let group = self.group;
+                panel::gemm_by_panels(kernels, rows.len(), self.k, x, out, |r0, r1, p| {
+                    for (i, dst) in p.chunks_exact_mut(self.k).enumerate() {
+                        let r = rows.start + r0 + i;
+                        debug_assert!(r0 + i < r1);
+                        let bytes = &packed[r * half..(r + 1) * half];
+                        let params =
+                            (r * groups..(r + 1) * groups).map(|g| (scales[g], zero_scaled[g]));
+                        for ((d, b), (s, zs)) in dst
+                            .chunks_mut(group)
+                            .zip(bytes.chunks(group / 2))
+                            .zip(params)
+                        {
+                            for (pair, &byte) in d.chunks_exact_mut(2).zip(b) {
+                                pair[0] = f32::from(byte & 15) * s - zs;
+                                pair[1] = f32::from(byte >> 4) * s - zs;
+                            }
+                        }
+                    }
+                })
+            }
             Layout::Rows => {
                 let half = self.k / 2;
                 kernels.gemm_q4(

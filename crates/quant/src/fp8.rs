@@ -20,6 +20,7 @@
 //! The code format comes from the weight's safetensors dtype (`F8_E4M3` / `F8_E5M2`): that is
 //! the only marker compressed-tensors leaves for E5M2.
 
+use crate::panel;
 use crate::scheme::Fp8Strategy;
 use crate::{QuantError, Result};
 use nano_infer_simd::{fp8_to_f32, Fp8Format, Kernels};
@@ -204,6 +205,28 @@ impl Fp8Weight {
         out: &mut [f32],
     ) {
         let blocks = self.k.div_ceil(self.block_k);
+        if x.len() / self.k >= panel::PANEL_MIN_TOKENS {
+            // Prefill: decode each weight once, not once per token tile (see `panel`).
+            let table: [f32; 256] = std::array::from_fn(|c| fp8_to_f32(self.format, c as u8));
+            let codes = self.codes();
+            return panel::gemm_by_panels(kernels, rows.len(), self.k, x, out, |r0, r1, p| {
+                for (i, dst) in p.chunks_exact_mut(self.k).enumerate() {
+                    let r = rows.start + r0 + i;
+                    debug_assert!(r0 + i < r1);
+                    let row = &codes[r * self.k..(r + 1) * self.k];
+                    let row_scales = &self.scales[r * blocks..(r + 1) * blocks];
+                    for ((d, c), &s) in dst
+                        .chunks_mut(self.block_k)
+                        .zip(row.chunks(self.block_k))
+                        .zip(row_scales)
+                    {
+                        for (d, &c) in d.iter_mut().zip(c) {
+                            *d = table[c as usize] * s;
+                        }
+                    }
+                }
+            });
+        }
         kernels.gemm_fp8(
             self.format,
             &self.codes()[rows.start * self.k..rows.end * self.k],

@@ -23,6 +23,7 @@ mod dense;
 mod error;
 pub mod fp8;
 mod linear;
+mod panel;
 mod pattern;
 mod q8;
 mod scheme;
