@@ -1,5 +1,6 @@
 //! One linear layer in any supported format, and the threaded matmul over it.
 
+use crate::panel;
 use crate::scheme::LayerFormat;
 use crate::{
     AwqActivations, AwqSource, AwqWeight, DenseWeight, Fp8Weight, Q8Weight, QuantError,
@@ -98,18 +99,8 @@ impl Linear {
         };
         match self.q8_block() {
             None => run(None, target),
-            // Quantize x once per matmul, not per row task. A nested forward on this thread (a
-            // rayon task stolen while waiting) finds the scratch busy and uses its own buffer.
-            Some(block) => Q8_SCRATCH.with(|cell| {
-                let mut local;
-                let mut guard = cell.try_borrow_mut();
-                let xq: &mut Q8Acts = match guard.as_deref_mut() {
-                    Ok(xq) => xq,
-                    Err(_) => {
-                        local = Q8Acts::new();
-                        &mut local
-                    }
-                };
+            // Quantize x once per matmul, not per row task.
+            Some(block) => panel::with_scratch(&Q8_SCRATCH, |xq| {
                 let group = match self {
                     Linear::Awq(w) => w.group_size(),
                     _ => block,

@@ -15,8 +15,22 @@
 //! prompts longer than [`PANEL_MIN_TOKENS`].
 
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
 use nano_infer_simd::Kernels;
+
+/// Runs `f` on this thread's scratch buffer `key`, grown by earlier calls and kept, so a hot
+/// path allocates nothing once warm. A nested call on the same thread (a rayon task stolen
+/// while this one waits) finds the buffer busy and gets a fresh one instead.
+pub(crate) fn with_scratch<T: Default, R>(
+    key: &'static LocalKey<RefCell<T>>,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut T::default()),
+    })
+}
 
 /// Rows dequantized at once.
 pub(crate) const PANEL_ROWS: usize = 16;
@@ -41,15 +55,7 @@ pub(crate) fn gemm_by_panels(
     mut dequantize: impl FnMut(usize, usize, &mut [f32]),
 ) {
     let n_tok = x.len() / k;
-    PANEL.with(|cell| {
-        // A nested matmul on this thread (a rayon task stolen while waiting) finds the panel
-        // busy and uses its own.
-        let mut local = Vec::new();
-        let mut guard = cell.try_borrow_mut();
-        let panel: &mut Vec<f32> = match guard.as_deref_mut() {
-            Ok(p) => p,
-            Err(_) => &mut local,
-        };
+    with_scratch(&PANEL, |panel| {
         panel.resize(PANEL_ROWS * k, 0.0);
         let mut r0 = 0;
         while r0 < n_rows {

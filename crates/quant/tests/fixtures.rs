@@ -3,17 +3,11 @@
 //! `x · Wᵀ` within the f32 bound of [`crate::util::bound`]; every layer-0 linear (including the
 //! 704-input `down_proj` with half-filled edge blocks) must match its own dequantization.
 
-use crate::util::{check_forward, Rng};
+use crate::util::{check_forward, fixture_dir, layer0_linears, Rng};
 use nano_infer_quant::{Linear, QuantScheme};
 use nano_infer_simd::Fp8Format;
 use nano_infer_tensor::{SafetensorsFile, WeightStore};
 use std::path::PathBuf;
-
-fn fixture_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata/fixtures")
-        .join(name)
-}
 
 fn read_json(path: PathBuf) -> serde_json::Value {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -112,30 +106,10 @@ fn every_layer0_linear() {
     for (name, _) in FIXTURES {
         let dir = fixture_dir(name);
         let cfg = read_json(dir.join("config.json"));
-        let dim = |key: &str| cfg[key].as_u64().unwrap() as usize;
-        let (hidden, inter, hd) = (
-            dim("hidden_size"),
-            dim("intermediate_size"),
-            dim("head_dim"),
-        );
-        let (q, kv) = (
-            dim("num_attention_heads") * hd,
-            dim("num_key_value_heads") * hd,
-        );
         let store = WeightStore::open_dir(&dir).unwrap();
         let scheme = scheme_of(name);
-        let shapes = [
-            ("self_attn.q_proj", q, hidden),
-            ("self_attn.k_proj", kv, hidden),
-            ("self_attn.v_proj", kv, hidden),
-            ("self_attn.o_proj", hidden, q),
-            ("mlp.gate_proj", inter, hidden),
-            ("mlp.up_proj", inter, hidden),
-            ("mlp.down_proj", hidden, inter),
-        ];
         let (mut bytes, mut weights) = (0usize, 0usize);
-        for (i, (layer, rows, k)) in shapes.into_iter().enumerate() {
-            let prefix = format!("model.layers.0.{layer}");
+        for (i, (prefix, rows, k)) in layer0_linears(&cfg).into_iter().enumerate() {
             let linear = Linear::load(&store, &prefix, &scheme, rows, k).unwrap();
             let x = Rng::new(i as u64).vec(2 * k);
             check_forward(&linear, &linear.dequantize(), &x);

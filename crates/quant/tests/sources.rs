@@ -2,48 +2,22 @@
 //! and a layer finished into a spill file is all mapped (nothing owned) yet computes exactly
 //! what the in-memory layer computes.
 
-use crate::util::Rng;
+use crate::util::{fixture_dir, layer0_linears, Rng};
 use nano_infer_quant::{AwqActivations, Linear, LinearOptions, LinearSource, QuantScheme};
 use nano_infer_simd::Kernels;
 use nano_infer_tensor::{SpillFile, WeightStore};
-use std::path::PathBuf;
 
-fn fixture_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata/fixtures")
-        .join(name)
-}
-
-/// `(prefix, rows, k)` of every layer-0 linear of a fixture, and its scheme.
+/// Every layer-0 linear of a fixture, with its store and scheme.
 fn layer0(name: &str) -> (WeightStore, QuantScheme, Vec<(String, usize, usize)>) {
     let dir = fixture_dir(name);
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    let dim = |key: &str| cfg[key].as_u64().unwrap() as usize;
-    let (hidden, inter, hd) = (
-        dim("hidden_size"),
-        dim("intermediate_size"),
-        dim("head_dim"),
-    );
-    let (q, kv) = (
-        dim("num_attention_heads") * hd,
-        dim("num_key_value_heads") * hd,
-    );
-    let shapes = [
-        ("self_attn.q_proj", q, hidden),
-        ("self_attn.k_proj", kv, hidden),
-        ("self_attn.v_proj", kv, hidden),
-        ("self_attn.o_proj", hidden, q),
-        ("mlp.gate_proj", inter, hidden),
-        ("mlp.up_proj", inter, hidden),
-        ("mlp.down_proj", hidden, inter),
-    ];
     let scheme = QuantScheme::from_config(cfg.get("quantization_config")).unwrap();
-    let linears = shapes
-        .into_iter()
-        .map(|(l, r, k)| (format!("model.layers.0.{l}"), r, k))
-        .collect();
-    (WeightStore::open_dir(&dir).unwrap(), scheme, linears)
+    (
+        WeightStore::open_dir(&dir).unwrap(),
+        scheme,
+        layer0_linears(&cfg),
+    )
 }
 
 fn forward(linear: &Linear, x: &[f32]) -> Vec<f32> {

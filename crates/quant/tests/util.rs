@@ -258,3 +258,36 @@ pub fn finite_code(e5m2: bool, code: u8) -> bool {
         code & 0x7F != 0x7F
     }
 }
+
+/// A fixture directory under the repository's `testdata/fixtures`.
+pub fn fixture_dir(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/fixtures")
+        .join(name)
+}
+
+/// `(prefix, rows, k)` of every linear of layer 0, from a fixture's `config.json`.
+pub fn layer0_linears(config: &Value) -> Vec<(String, usize, usize)> {
+    let dim = |key: &str| config[key].as_u64().unwrap() as usize;
+    let (hidden, inter, hd) = (
+        dim("hidden_size"),
+        dim("intermediate_size"),
+        dim("head_dim"),
+    );
+    let (q, kv) = (
+        dim("num_attention_heads") * hd,
+        dim("num_key_value_heads") * hd,
+    );
+    [
+        ("self_attn.q_proj", q, hidden),
+        ("self_attn.k_proj", kv, hidden),
+        ("self_attn.v_proj", kv, hidden),
+        ("self_attn.o_proj", hidden, q),
+        ("mlp.gate_proj", inter, hidden),
+        ("mlp.up_proj", inter, hidden),
+        ("mlp.down_proj", hidden, inter),
+    ]
+    .into_iter()
+    .map(|(l, r, k)| (format!("model.layers.0.{l}"), r, k))
+    .collect()
+}
