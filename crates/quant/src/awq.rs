@@ -35,9 +35,8 @@
 //! kernels then read the same bytes from a file mapping that the budget pages out and back in
 //! like any checkpoint tensor, in the exact layout above.
 
-use crate::panel;
 use crate::{QuantError, Result};
-use nano_infer_simd::{bf16, f16, q8, Kernels, Q8Acts};
+use nano_infer_simd::{bf16, f16, q8, Kernels, Q8Acts, PANEL_K_BLOCK};
 use nano_infer_tensor::{Dtype, Element, SpillFile, Tensor, WeightStore};
 use rayon::prelude::*;
 
@@ -505,6 +504,49 @@ impl AwqWeight {
         }
     }
 
+    /// Whether [`AwqWeight::dequantize_block`] works: the row layout (the int8-activation tiles
+    /// run their own integer kernel at every token count).
+    pub(crate) fn has_row_layout(&self) -> bool {
+        matches!(self.layout, Layout::Rows)
+    }
+
+    /// `W[rows, k0..k1]` in f32 into the first `k1 - k0` columns of `out`
+    /// (`(rows.len(), PANEL_K_BLOCK)`), `q·s − z·s` as
+    /// [`AwqWeight::dequantize_row`] defines it. Row layout only; `k0` and `k1` even.
+    pub(crate) fn dequantize_block(
+        &self,
+        rows: std::ops::Range<usize>,
+        (k0, k1): (usize, usize),
+        out: &mut [f32],
+    ) {
+        assert!(
+            self.has_row_layout() && k0.is_multiple_of(2) && k1.is_multiple_of(2),
+            "AwqWeight::dequantize_block: row layout and even bounds only"
+        );
+        let (packed, scales, zero_scaled) = (self.packed(), self.scales(), self.zero_scaled());
+        let (half, groups, group) = (self.k / 2, self.k / self.group, self.group);
+        for (r, dst) in rows.zip(out.chunks_exact_mut(PANEL_K_BLOCK)) {
+            let bytes = &packed[r * half..(r + 1) * half];
+            // The same stretch of the next block, which the next call reads (see `prefetch`).
+            nano_infer_simd::prefetch(&bytes[k1 / 2..(2 * k1 - k0).min(self.k) / 2]);
+            let mut j = k0;
+            // One (scale, zero) per stretch of the row inside one group.
+            while j < k1 {
+                let end = ((j / group + 1) * group).min(k1);
+                let g = r * groups + j / group;
+                let (s, zs) = (scales[g], zero_scaled[g]);
+                for (pair, &byte) in dst[j - k0..end - k0]
+                    .chunks_exact_mut(2)
+                    .zip(&bytes[j / 2..end / 2])
+                {
+                    pair[0] = f32::from(byte & 15) * s - zs;
+                    pair[1] = f32::from(byte >> 4) * s - zs;
+                }
+                j = end;
+            }
+        }
+    }
+
     /// `out (rows_range, n_tok) = W[rows_range] · xᵀ`; `xq` is `x` quantized for the tiled
     /// layout ([`Linear::forward`](crate::Linear::forward) does that once per matmul).
     pub(crate) fn gemm_rows(
@@ -518,30 +560,6 @@ impl AwqWeight {
         let groups = self.k / self.group;
         let (packed, scales, zero_scaled) = (self.packed(), self.scales(), self.zero_scaled());
         match self.layout {
-            Layout::Rows if x.len() / self.k >= panel::PANEL_MIN_TOKENS => {
-                // Prefill: decode each weight once, not once per token tile (see `panel`).
-                let half = self.k / 2;
-                let group = self.group;
-                panel::gemm_by_panels(kernels, rows.len(), self.k, x, out, |r0, r1, p| {
-                    for (i, dst) in p.chunks_exact_mut(self.k).enumerate() {
-                        let r = rows.start + r0 + i;
-                        debug_assert!(r0 + i < r1);
-                        let bytes = &packed[r * half..(r + 1) * half];
-                        let params =
-                            (r * groups..(r + 1) * groups).map(|g| (scales[g], zero_scaled[g]));
-                        for ((d, b), (s, zs)) in dst
-                            .chunks_mut(group)
-                            .zip(bytes.chunks(group / 2))
-                            .zip(params)
-                        {
-                            for (pair, &byte) in d.chunks_exact_mut(2).zip(b) {
-                                pair[0] = f32::from(byte & 15) * s - zs;
-                                pair[1] = f32::from(byte >> 4) * s - zs;
-                            }
-                        }
-                    }
-                })
-            }
             Layout::Rows => {
                 let half = self.k / 2;
                 kernels.gemm_q4(

@@ -1,7 +1,7 @@
 //! Dense BF16/F16/F32 weights, used in place from the memory map.
 
 use crate::{QuantError, Result};
-use nano_infer_simd::{bf16, f16, Kernels};
+use nano_infer_simd::{bf16, f16, Kernels, PANEL_K_BLOCK};
 use nano_infer_tensor::{Dtype, Tensor};
 
 /// A `(rows, k)` weight matrix in a 16- or 32-bit float format.
@@ -50,6 +50,31 @@ impl DenseWeight {
                 out.iter_mut().zip(w).for_each(|(o, v)| *o = v.to_f32());
             }
             _ => out.copy_from_slice(&self.slice::<f32>()[span]),
+        }
+    }
+
+    /// `W[rows, k0..k1]` widened to f32 into the first `k1 - k0` columns of `out`
+    /// (`(rows.len(), PANEL_K_BLOCK)`).
+    pub(crate) fn dequantize_block(
+        &self,
+        kernels: Kernels,
+        rows: std::ops::Range<usize>,
+        (k0, k1): (usize, usize),
+        out: &mut [f32],
+    ) {
+        let elem = self.tensor.dtype().size();
+        let bytes = self.tensor.bytes();
+        for (r, dst) in rows.zip(out.chunks_exact_mut(PANEL_K_BLOCK)) {
+            // The same stretch of the next block, which the next call reads (see `prefetch`).
+            let next = (r * self.k + (2 * k1 - k0).min(self.k)) * elem
+                ..(r * self.k + (3 * k1 - 2 * k0).min(self.k)) * elem;
+            nano_infer_simd::prefetch(&bytes[next]);
+            let span = r * self.k + k0..r * self.k + k1;
+            match self.tensor.dtype() {
+                Dtype::BF16 => kernels.widen_bf16(&self.slice::<bf16>()[span], &mut dst[..k1 - k0]),
+                Dtype::F16 => kernels.widen_f16(&self.slice::<f16>()[span], &mut dst[..k1 - k0]),
+                _ => dst[..k1 - k0].copy_from_slice(&self.slice::<f32>()[span]),
+            }
         }
     }
 

@@ -20,10 +20,9 @@
 //! The code format comes from the weight's safetensors dtype (`F8_E4M3` / `F8_E5M2`): that is
 //! the only marker compressed-tensors leaves for E5M2.
 
-use crate::panel;
 use crate::scheme::Fp8Strategy;
 use crate::{QuantError, Result};
-use nano_infer_simd::{fp8_to_f32, Fp8Format, Kernels};
+use nano_infer_simd::{fp8_to_f32, Fp8Format, Kernels, PANEL_K_BLOCK};
 use nano_infer_tensor::{Dtype, Tensor, WeightStore};
 
 /// Scale dtypes accepted for `weight_scale_inv` and `weight_scale`.
@@ -196,6 +195,40 @@ impl Fp8Weight {
         }
     }
 
+    /// `W[rows, k0..k1]` in f32 into the first `k1 - k0` columns of `out`
+    /// (`(rows.len(), PANEL_K_BLOCK)`), as
+    /// [`Fp8Weight::dequantize_row`] defines it, with `table` = the format's 256 code values.
+    pub(crate) fn dequantize_block(
+        &self,
+        table: &[f32; 256],
+        rows: std::ops::Range<usize>,
+        (k0, k1): (usize, usize),
+        out: &mut [f32],
+    ) {
+        let (codes, blocks, bk) = (self.codes(), self.k.div_ceil(self.block_k), self.block_k);
+        for (r, dst) in rows.zip(out.chunks_exact_mut(PANEL_K_BLOCK)) {
+            let row = &codes[r * self.k..(r + 1) * self.k];
+            // The same stretch of the next block, which the next call reads (see `prefetch`).
+            nano_infer_simd::prefetch(&row[k1..(2 * k1 - k0).min(self.k)]);
+            let row_scales = &self.scales[r * blocks..(r + 1) * blocks];
+            let mut j = k0;
+            // One scale per stretch of the row inside one k-block.
+            while j < k1 {
+                let end = ((j / bk + 1) * bk).min(k1);
+                let s = row_scales[j / bk];
+                for (d, &c) in dst[j - k0..end - k0].iter_mut().zip(&row[j..end]) {
+                    *d = table[c as usize] * s;
+                }
+                j = end;
+            }
+        }
+    }
+
+    /// The format's 256 code values, for [`Fp8Weight::dequantize_block`].
+    pub(crate) fn code_table(&self) -> [f32; 256] {
+        std::array::from_fn(|c| fp8_to_f32(self.format, c as u8))
+    }
+
     /// `out (rows_range, n_tok) = W[rows_range] · xᵀ`.
     pub(crate) fn gemm_rows(
         &self,
@@ -205,28 +238,6 @@ impl Fp8Weight {
         out: &mut [f32],
     ) {
         let blocks = self.k.div_ceil(self.block_k);
-        if x.len() / self.k >= panel::PANEL_MIN_TOKENS {
-            // Prefill: decode each weight once, not once per token tile (see `panel`).
-            let table: [f32; 256] = std::array::from_fn(|c| fp8_to_f32(self.format, c as u8));
-            let codes = self.codes();
-            return panel::gemm_by_panels(kernels, rows.len(), self.k, x, out, |r0, r1, p| {
-                for (i, dst) in p.chunks_exact_mut(self.k).enumerate() {
-                    let r = rows.start + r0 + i;
-                    debug_assert!(r0 + i < r1);
-                    let row = &codes[r * self.k..(r + 1) * self.k];
-                    let row_scales = &self.scales[r * blocks..(r + 1) * blocks];
-                    for ((d, c), &s) in dst
-                        .chunks_mut(self.block_k)
-                        .zip(row.chunks(self.block_k))
-                        .zip(row_scales)
-                    {
-                        for (d, &c) in d.iter_mut().zip(c) {
-                            *d = table[c as usize] * s;
-                        }
-                    }
-                }
-            });
-        }
         kernels.gemm_fp8(
             self.format,
             &self.codes()[rows.start * self.k..rows.end * self.k],

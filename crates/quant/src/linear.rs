@@ -6,7 +6,7 @@ use crate::{
     AwqActivations, AwqSource, AwqWeight, DenseWeight, Fp8Weight, Q8Weight, QuantError,
     QuantScheme, Result,
 };
-use nano_infer_simd::{Kernels, Q8Acts};
+use nano_infer_simd::{Kernels, PanelActs, Q8Acts};
 use nano_infer_tensor::{Dtype, SpillFile, Tensor, WeightStore};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -22,6 +22,8 @@ thread_local! {
     /// The int8 activations of the matmul this thread is running: sized by the first call and
     /// reused, so decode allocates nothing.
     static Q8_SCRATCH: RefCell<Q8Acts> = RefCell::new(Q8Acts::new());
+    /// The packed activations of the prefill matmul this thread is running, reused likewise.
+    static PANEL_SCRATCH: RefCell<PanelActs> = RefCell::new(PanelActs::new());
 }
 
 /// Output rows handed to one rayon task: large enough to amortise the task, small enough that
@@ -87,6 +89,23 @@ impl Linear {
             scratch.resize(rows * n_tok, 0.0);
             &mut scratch[..rows * n_tok]
         };
+        if n_tok >= panel::PANEL_MIN_TOKENS && self.has_panel_path() {
+            // Prefill: pack x once, then every task multiplies f32 weight blocks (`panel`).
+            panel::with_scratch(&PANEL_SCRATCH, |acts| {
+                acts.pack(x, k);
+                let acts = &*acts;
+                target
+                    .par_chunks_mut(panel::PANEL_ROWS_PER_TASK * n_tok)
+                    .enumerate()
+                    .for_each(|(i, chunk)| {
+                        let r0 = i * panel::PANEL_ROWS_PER_TASK;
+                        let r1 = r0 + chunk.len() / n_tok;
+                        self.gemm_rows_panel(kernels, r0..r1, acts, chunk);
+                    });
+            });
+            transpose_into(&scratch[..rows * n_tok], n_tok, rows, out);
+            return;
+        }
         let run = |xq: Option<&Q8Acts>, target: &mut [f32]| {
             target
                 .par_chunks_mut(ROWS_PER_TASK * n_tok)
@@ -110,11 +129,43 @@ impl Linear {
             }),
         }
         if n_tok > 1 {
-            for (r, row) in scratch[..rows * n_tok].chunks_exact(n_tok).enumerate() {
-                for (t, v) in row.iter().enumerate() {
-                    out[t * rows + r] = *v;
-                }
+            transpose_into(&scratch[..rows * n_tok], n_tok, rows, out);
+        }
+    }
+
+    /// Whether this layer's prefill runs on the panel kernel (every format but the int8
+    /// activation ones, which have their own integer matmul).
+    fn has_panel_path(&self) -> bool {
+        match self {
+            Linear::Dense(_) | Linear::Fp8(_) => true,
+            Linear::Awq(w) => w.has_row_layout(),
+            Linear::Q8(_) => false,
+        }
+    }
+
+    /// `out (rows_range, n_tok) = W[rows_range] · xᵀ` on the panel kernel.
+    fn gemm_rows_panel(
+        &self,
+        kernels: Kernels,
+        rows: std::ops::Range<usize>,
+        x: &PanelActs,
+        out: &mut [f32],
+    ) {
+        let n = rows.len();
+        match self {
+            Linear::Dense(w) => panel::gemm_by_blocks(kernels, x, n, out, |k0, k1, block| {
+                w.dequantize_block(kernels, rows.clone(), (k0, k1), block)
+            }),
+            Linear::Fp8(w) => {
+                let table = w.code_table();
+                panel::gemm_by_blocks(kernels, x, n, out, |k0, k1, block| {
+                    w.dequantize_block(&table, rows.clone(), (k0, k1), block)
+                })
             }
+            Linear::Awq(w) => panel::gemm_by_blocks(kernels, x, n, out, |k0, k1, block| {
+                w.dequantize_block(rows.clone(), (k0, k1), block)
+            }),
+            Linear::Q8(_) => unreachable!("has_panel_path is false for Q8"),
         }
     }
 
@@ -390,5 +441,22 @@ impl LinearSource {
     /// spill file).
     pub fn needs_spill(&self) -> bool {
         matches!(self.source, Source::Awq(_))
+    }
+}
+
+/// `out (n_tok, rows)` = the transpose of the kernels' `src (rows, n_tok)`, in 16 × 16 squares
+/// so that neither side is walked at a large stride for long.
+fn transpose_into(src: &[f32], n_tok: usize, rows: usize, out: &mut [f32]) {
+    const SQ: usize = 16;
+    for r0 in (0..rows).step_by(SQ) {
+        let r1 = (r0 + SQ).min(rows);
+        for t0 in (0..n_tok).step_by(SQ) {
+            let t1 = (t0 + SQ).min(n_tok);
+            for r in r0..r1 {
+                for t in t0..t1 {
+                    out[t * rows + r] = src[r * n_tok + t];
+                }
+            }
+        }
     }
 }

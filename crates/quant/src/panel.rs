@@ -1,23 +1,24 @@
-//! Prefill for the compressed formats: dequantize a panel of rows to f32 once, multiply it
-//! with every token.
+//! Prefill for every format: widen or dequantize the weights to f32 one block of
+//! [`PANEL_K_BLOCK`] inputs at a time and run the packed f32 matmul
+//! ([`Kernels::gemm_panel`]) over the whole prompt.
 //!
-//! Why: the FP8 and 4-bit kernels decode each weight inside their register tile, so with many
-//! tokens a weight is decoded again for every tile of 3–6 tokens; decoding (several ops per
-//! weight) then costs more than the multiply-adds. Dequantizing [`PANEL_ROWS`] rows to f32
-//! (at most 16 × 9728 × 4 bytes = 608 KiB for Qwen3-4B's widest input, which stays in L2) and
-//! running the dense f32 matmul over them pays the decode once per weight per prompt chunk.
-//! With one or a few tokens the fused kernels stay, since there the decode is paid once
-//! anyway and the panel would only add memory traffic.
+//! Why: with many tokens the matmul is compute-bound, and the register-tiled kernels that suit
+//! decode (each weight decoded inside a 4-row × 6-token tile, every activation reloaded per
+//! 4-row pass) reached ~40% of the FMA peak. Decoding a task's rows for 128 inputs into an f32
+//! block (at most 96 × 128 × 4 = 48 KiB, which stays in L2) pays each weight's decode once per
+//! prompt chunk, whatever the format, and the panel kernel then keeps its operands in L1. With
+//! one or a few tokens the fused kernels stay, since there the decode is paid once anyway and
+//! the block would only add memory traffic.
 //!
-//! Numerics: each weight becomes `f32(code)·scale` (FP8) or `q·s − z·s` (4-bit), one f32
-//! rounding of the product, then the ordinary f32 dot product: the same class of error as the
-//! fused kernels (which apply the scale to partial sums), checked by the golden tests on the
+//! Numerics: each weight becomes the f32 the format defines (bf16/f16 widen exactly,
+//! `f32(code)·scale` for FP8, `q·s − z·s` for 4-bit: one f32 rounding), then one fused
+//! multiply-add chain per output over the inputs in order; checked by the golden tests on the
 //! prompts longer than [`PANEL_MIN_TOKENS`].
 
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
-use nano_infer_simd::Kernels;
+use nano_infer_simd::{Kernels, PanelActs, PANEL_K_BLOCK};
 
 /// Runs `f` on this thread's scratch buffer `key`, grown by earlier calls and kept, so a hot
 /// path allocates nothing once warm. A nested call on the same thread (a rayon task stolen
@@ -32,38 +33,37 @@ pub(crate) fn with_scratch<T: Default, R>(
     })
 }
 
-/// Rows dequantized at once.
-pub(crate) const PANEL_ROWS: usize = 16;
-
 /// Fewest tokens for which the panel path pays off.
 pub(crate) const PANEL_MIN_TOKENS: usize = 16;
 
+/// Output rows handed to one rayon task on the panel path: a multiple of the micro-kernels'
+/// row groups (12 on AVX-512, 6 on AVX2 and NEON), so only a projection's last task has a tail.
+pub(crate) const PANEL_ROWS_PER_TASK: usize = 96;
+
 thread_local! {
-    /// The f32 panel of the matmul this thread is running, reused across calls.
-    static PANEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The f32 weight block of the matmul this thread is running, reused across calls.
+    static BLOCK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `out (rows, n_tok) = W[rows] · xᵀ` with `W` delivered `PANEL_ROWS` rows at a time by
-/// `dequantize(r0, r1, panel)`, which fills `panel` with rows `r0..r1` (indices relative to the
-/// range) as `(r1 - r0, k)` f32.
-pub(crate) fn gemm_by_panels(
+/// `out (n_rows, n_tok) = W · xᵀ` for packed activations `x`, with `W` delivered one block of
+/// inputs at a time by `dequantize(k0, k1, block)`, which fills `block`, `(n_rows,
+/// PANEL_K_BLOCK)` f32, with `W[.., k0..k1]` in the first `k1 - k0` columns of each row.
+pub(crate) fn gemm_by_blocks(
     kernels: Kernels,
+    x: &PanelActs,
     n_rows: usize,
-    k: usize,
-    x: &[f32],
     out: &mut [f32],
     mut dequantize: impl FnMut(usize, usize, &mut [f32]),
 ) {
-    let n_tok = x.len() / k;
-    with_scratch(&PANEL, |panel| {
-        panel.resize(PANEL_ROWS * k, 0.0);
-        let mut r0 = 0;
-        while r0 < n_rows {
-            let r1 = (r0 + PANEL_ROWS).min(n_rows);
-            let p = &mut panel[..(r1 - r0) * k];
-            dequantize(r0, r1, p);
-            kernels.gemm_f32(p, x, k, &mut out[r0 * n_tok..r1 * n_tok]);
-            r0 = r1;
+    let k = x.k();
+    with_scratch(&BLOCK, |block| {
+        block.resize(n_rows * PANEL_K_BLOCK, 0.0);
+        let mut k0 = 0;
+        while k0 < k {
+            let k1 = (k0 + PANEL_K_BLOCK).min(k);
+            dequantize(k0, k1, block);
+            kernels.gemm_panel(block, x, k0, k1 - k0, out, k0 > 0);
+            k0 = k1;
         }
     })
 }

@@ -90,7 +90,8 @@ fn k_proj_matches_reference_dequant() {
             );
 
             let mut rng = Rng::new(rows as u64 * 31 + k as u64);
-            for n_tok in [1, 3, 7] {
+            // 20 and 37 tokens take the prefill (panel) path.
+            for n_tok in [1, 3, 7, 20, 37] {
                 let x = rng.vec(n_tok * k);
                 let worst = check_forward(&linear, &want, &x);
                 eprintln!("{name} {prefix} n_tok {n_tok}: worst |err|/bound {worst:.2e}");

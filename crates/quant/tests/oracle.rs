@@ -161,11 +161,16 @@ fn check(case: &Case, rng: &mut Rng, n_tok: usize) {
     check_forward(&case.linear, &case.w, &x);
 }
 
+/// Token counts for the few-token kernels and for the prefill (panel) path, which starts at 16.
+fn n_toks() -> impl Strategy<Value = usize> {
+    prop_oneof![1usize..6, 16usize..40]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
     #[test]
-    fn dense_matches_oracle(dtype in 0usize..3, rows in 1usize..20, k in 1usize..40, n_tok in 1usize..6, seed in any::<u64>()) {
+    fn dense_matches_oracle(dtype in 0usize..3, rows in 1usize..20, k in 1usize..40, n_tok in n_toks(), seed in any::<u64>()) {
         let mut rng = Rng::new(seed);
         check(&dense_case(&mut rng, SCALE_DTYPES[dtype], rows, k), &mut rng, n_tok);
     }
@@ -173,7 +178,7 @@ proptest! {
     #[test]
     fn awq_matches_oracle(
         f16 in any::<bool>(), rows8 in 1usize..4, group in prop::sample::select(vec![2usize, 4, 6, 8, 32, 64]),
-        groups in 1usize..5, n_tok in 1usize..6, seed in any::<u64>(),
+        groups in 1usize..5, n_tok in n_toks(), seed in any::<u64>(),
     ) {
         let mut rng = Rng::new(seed);
         let dtype = if f16 { "F16" } else { "BF16" };
@@ -184,7 +189,7 @@ proptest! {
     fn fp8_matches_oracle(
         strategy in prop::sample::select(vec!["fp8", "block", "channel", "tensor"]), e5m2 in any::<bool>(),
         scale_dtype in 0usize..3, rows in 1usize..20, k in 1usize..40, br in 1usize..9, bc in 1usize..17,
-        n_tok in 1usize..6, seed in any::<u64>(),
+        n_tok in n_toks(), seed in any::<u64>(),
     ) {
         let mut rng = Rng::new(seed);
         let case = fp8_case(&mut rng, strategy, e5m2, SCALE_DTYPES[scale_dtype], rows, k, br, bc);
@@ -192,12 +197,13 @@ proptest! {
     }
 }
 
-/// Shapes past the 64-row task split, with partial 128-wide FP8 blocks in both directions
-/// (the fp8_block fixture's 704 = 5.5 blocks, and 200 rows = 1.56 blocks).
+/// Shapes past the 64-row (few tokens) and 96-row (prefill) task splits, with partial 128-wide
+/// FP8 blocks in both directions (the fp8_block fixture's 704 = 5.5 blocks, and 200 rows = 1.56
+/// blocks), which the prefill path's 128-input weight blocks also cut.
 #[test]
 fn large_shapes() {
     let mut rng = Rng::new(7);
-    for n_tok in [1, 5] {
+    for n_tok in [1, 5, 21, 40] {
         check(&dense_case(&mut rng, "BF16", 130, 96), &mut rng, n_tok);
         check(&awq_case(&mut rng, "F16", 136, 64, 3), &mut rng, n_tok);
         check(

@@ -180,11 +180,15 @@ fn paged_logits_equal_contiguous_logits() {
         let model = load("bf16", dtype);
         let vocab = model.vocab_size();
         for prompt in prompts("bf16") {
-            let want = model
-                .session()
-                .forward(&prompt, Logits::All)
-                .unwrap()
-                .to_vec();
+            // The contiguous session runs the same 4-token chunks: a whole prompt of 16 or
+            // more tokens takes the panel matmul, whose summation order differs from the
+            // few-token kernel's, and with bf16 KV one rounding flip of a stored K or V moves
+            // logits by ~1e-2. Same chunks, same kernels: only the cache layout differs.
+            let mut session = model.session();
+            let mut want = Vec::with_capacity(prompt.len() * vocab);
+            for chunk in prompt.chunks(4) {
+                want.extend_from_slice(session.forward(chunk, Logits::All).unwrap());
+            }
             // Blocks of 3 and 4-token prefill chunks: block edges, chunk edges and partial
             // last blocks all fall inside the prompt.
             let mut engine = BatchEngine::new(
@@ -487,7 +491,12 @@ fn prompt_cache_round_trip_reuses_the_longest_prefix() {
             assert_eq!(loaded.tokens(), &prompt[..reused]);
             assert_eq!(loaded.position(), reused);
             let got = loaded.prefill(&prompt[reused..]).unwrap().to_vec();
-            let want = model.session().prefill(prompt).unwrap().to_vec();
+            // The reference runs the same two prefill calls, so both sides use the same
+            // matmul kernels (see `paged_logits_equal_contiguous_logits`): only the file
+            // round trip differs.
+            let mut fresh = model.session();
+            fresh.prefill(&prompt[..reused]).unwrap();
+            let want = fresh.prefill(&prompt[reused..]).unwrap().to_vec();
             let diff = max_abs_diff(&got, &want);
             assert!(
                 diff <= LOGIT_ATOL,

@@ -3,11 +3,12 @@
 //! Decode is bandwidth-bound, so the GEMVs (`n_tok = 1`) report `Throughput::Bytes` of weights
 //! streamed: compare with the machine's single-core memory bandwidth. The weights (25–50 MB) do
 //! not fit in cache, so these are DRAM numbers. Prefill GEMMs (`n_tok = 128`) report elements =
-//! flops (2 per multiply-add). Run: `cargo bench -p nano-infer-simd --bench kernels`.
+//! flops (2 per multiply-add): the few-token kernels at 128 tokens, and `bf16_panel`, the path
+//! prefill actually takes (`simd::panel`). Run: `cargo bench -p nano-infer-simd --bench kernels`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use nano_infer_simd::q8::{pack_q4x16, pack_q8x16, tile_params};
-use nano_infer_simd::{bf16, f16, Fp8Format, Isa, Kernels, Q8Acts};
+use nano_infer_simd::{bf16, f16, Fp8Format, Isa, Kernels, PanelActs, Q8Acts, PANEL_K_BLOCK};
 use std::hint::black_box;
 
 /// Deterministic pseudo-random values in [-1, 1): the kernels' speed does not depend on them.
@@ -183,6 +184,41 @@ fn gemm(c: &mut Criterion) {
     Weights::new(1024, 2560).bench(c, "gemm", 128);
 }
 
+/// The prefill path as `quant` drives it, for the same slice and prompt as [`gemm`]: pack the
+/// activations, then per 96-row task and 128-input block widen the bf16 weights into an f32
+/// block and run `gemm_panel` (everything timed).
+fn panel(c: &mut Criterion) {
+    let (rows, k, n_tok, task) = (1024, 2560, 128, 96);
+    let w: Vec<bf16> = data(rows * k, 1).into_iter().map(bf16::from_f32).collect();
+    let x = data(n_tok * k, 2);
+    let mut out = vec![0.0f32; rows * n_tok];
+    let mut acts = PanelActs::new();
+    let mut block = vec![0.0f32; task * PANEL_K_BLOCK];
+    let mut g = c.benchmark_group(format!("gemm/{k}->{rows}/n_tok={n_tok}"));
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(2 * (rows * k * n_tok) as u64));
+    for kern in levels().into_iter().filter(|k| k.isa() != Isa::Scalar) {
+        g.bench_function(BenchmarkId::new("bf16_panel", kern.isa()), |b| {
+            b.iter(|| {
+                acts.pack(black_box(&x), k);
+                for (t, out) in out.chunks_mut(task * n_tok).enumerate() {
+                    let r0 = t * task;
+                    let n = out.len() / n_tok;
+                    for k0 in (0..k).step_by(PANEL_K_BLOCK) {
+                        let kc = PANEL_K_BLOCK.min(k - k0);
+                        for (i, dst) in block.chunks_exact_mut(PANEL_K_BLOCK).take(n).enumerate() {
+                            let at = (r0 + i) * k + k0;
+                            kern.widen_bf16(&w[at..at + kc], &mut dst[..kc]);
+                        }
+                        kern.gemm_panel(&block[..n * PANEL_K_BLOCK], &acts, k0, kc, out, k0 > 0);
+                    }
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 fn small(c: &mut Criterion) {
     let n = 9728;
     let (a, b) = (data(n, 3), data(n, 4));
@@ -207,5 +243,5 @@ fn small(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemv, gemm, small);
+criterion_group!(benches, gemv, gemm, panel, small);
 criterion_main!(benches);

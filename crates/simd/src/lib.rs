@@ -23,6 +23,7 @@
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
 mod isa;
+pub mod panel;
 pub mod q8;
 pub mod scalar;
 pub(crate) mod tile;
@@ -31,6 +32,7 @@ pub mod x86;
 
 pub use half::{bf16, f16};
 pub use isa::{set_max_isa, CpuFeatures, Isa};
+pub use panel::{PanelActs, PANEL_K_BLOCK};
 pub use q8::Q8Acts;
 
 /// FP8 encodings found in safetensors checkpoints.
@@ -181,6 +183,22 @@ impl Kernels {
         dispatch!(self, gemm_q4(w, scales, zero_scaled, group, x, k, out))
     }
 
+    /// The prefill matmul ([`panel`]): `out (rows, n_tok) = W · x[:, k0..k0+kc]ᵀ`, plus `out`'s
+    /// previous contents when `accumulate`. `w` is one block of f32 weights, `(rows,`
+    /// [`PANEL_K_BLOCK`]`)` with the first `kc` columns used (the caller widens or dequantizes
+    /// the format a block at a time), `x` the packed activations. Bit-identical on every level.
+    pub fn gemm_panel(
+        &self,
+        w: &[f32],
+        x: &PanelActs,
+        k0: usize,
+        kc: usize,
+        out: &mut [f32],
+        accumulate: bool,
+    ) {
+        dispatch!(self, gemm_panel(w, x, k0, kc, out, accumulate))
+    }
+
     /// 4-bit weights in the row-interleaved q4x16 layout ([`q8`]) times int8 activations:
     /// `scales` and `zero_scaled` are `(tiles, k/group, 16)`, `x` was quantized with this
     /// `group`, `out` is `(rows, n_tok)` with `rows` in the last tile. Bit-identical on every level.
@@ -200,6 +218,16 @@ impl Kernels {
     /// (`(tiles·16)`), times int8 activations. Bit-identical on every level.
     pub fn gemm_q8x16_q8(&self, w: &[i8], scales: &[f32], x: &Q8Acts, out: &mut [f32]) {
         dispatch!(self, gemm_q8x16_q8(w, scales, x, out))
+    }
+
+    /// `dst[i] = src[i]` widened to f32, exactly (a BF16 weight block for the prefill matmul).
+    pub fn widen_bf16(&self, src: &[bf16], dst: &mut [f32]) {
+        dispatch!(self, widen_bf16(src, dst))
+    }
+
+    /// `dst[i] = src[i]` widened to f32, exactly.
+    pub fn widen_f16(&self, src: &[f16], dst: &mut [f32]) {
+        dispatch!(self, widen_f16(src, dst))
     }
 
     /// `out = weight · x / sqrt(mean(x²) + eps)`, computed in f32 as transformers' `Qwen3RMSNorm`.
@@ -236,4 +264,31 @@ impl Kernels {
 /// Decodes one FP8 code to f32, exactly.
 pub fn fp8_to_f32(format: Fp8Format, code: u8) -> f32 {
     scalar::fp8_to_f32(format, code)
+}
+
+/// Asks the cache hierarchy (L2 and outer levels) for every 64-byte line of `bytes`, without
+/// waiting. For reads the hardware prefetcher cannot predict: a prefill weight block is a few
+/// hundred bytes from each of ~100 rows, too short a run per row for the stream prefetcher.
+/// A no-op on targets without a stable prefetch instruction here.
+pub fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: SSE is part of x86_64; a prefetch reads nothing architecturally and never
+        // faults, and the address is inside a live slice anyway.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(
+                line.as_ptr().cast(),
+            )
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: `prfm` is a hint: it reads nothing architecturally, never faults, and
+        // touches no register or flag but its address operand.
+        unsafe {
+            core::arch::asm!("prfm pldl2keep, [{0}]", in(reg) line.as_ptr(), options(nostack, preserves_flags, readonly))
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = bytes;
 }

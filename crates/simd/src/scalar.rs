@@ -1,5 +1,6 @@
 //! Scalar twins of every kernel: the fallback and the test oracle. Written for clarity, not speed.
 
+use crate::panel::{panel_shape, PanelActs, PANEL_K_BLOCK};
 use crate::q8::{q4x16_shape, q8x16_shape, Q8Acts, CHUNK_BYTES, TILE_ROWS};
 use crate::Fp8Format;
 use half::{bf16, f16};
@@ -17,6 +18,16 @@ pub fn dot_bf16(a: &[bf16], x: &[f32]) -> f32 {
 pub fn dot_f16(a: &[f16], x: &[f32]) -> f32 {
     assert_eq!(a.len(), x.len(), "dot_f16: length mismatch");
     a.iter().zip(x).map(|(a, b)| a.to_f32() * b).sum()
+}
+
+pub fn widen_bf16(src: &[bf16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "widen_bf16: length mismatch");
+    dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.to_f32());
+}
+
+pub fn widen_f16(src: &[f16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "widen_f16: length mismatch");
+    dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.to_f32());
 }
 
 /// Checks the matmul layout (`w` of `w_len` scalars is `(rows, k)`, `x` is `(n_tok, k)`, `out` is
@@ -327,6 +338,31 @@ pub fn gemm_q8x16_q8(w: &[i8], scales: &[f32], x: &Q8Acts, out: &mut [f32]) {
                 acc = (dot as f32).mul_add(x.xs[tok * (k / block) + b], acc);
             }
             out[r * n_tok + tok] = acc * scales[r];
+        }
+    }
+}
+
+/// See [`crate::Kernels::gemm_panel`]: one fused multiply-add chain per output, the definition
+/// every level reproduces bit for bit.
+pub fn gemm_panel(
+    w: &[f32],
+    x: &PanelActs,
+    k0: usize,
+    kc: usize,
+    out: &mut [f32],
+    accumulate: bool,
+) {
+    let rows = panel_shape(w, x, k0, kc, out);
+    let n_tok = x.n_tok;
+    for r in 0..rows {
+        let wr = &w[r * PANEL_K_BLOCK..r * PANEL_K_BLOCK + kc];
+        for t in 0..n_tok {
+            let o = &mut out[r * n_tok + t];
+            let mut acc = if accumulate { *o } else { 0.0 };
+            for (j, &wj) in wr.iter().enumerate() {
+                acc = wj.mul_add(x.get(t, k0 + j), acc);
+            }
+            *o = acc;
         }
     }
 }

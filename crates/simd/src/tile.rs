@@ -5,8 +5,10 @@
 //! in tiles of `R` weight rows × `T` tokens, keeping `R·T` accumulators in registers: each weight
 //! vector is decoded once per tile and used for `T` tokens, each activation vector is loaded once
 //! and used for `R` rows. For decode (`n_tok = 1`) that is 4 independent FMA chains over 4 rows
-//! streaming in parallel, the bandwidth-bound case; for prefill every weight byte is read from
-//! memory once per row tile and from L1/L2 once per token tile.
+//! streaming in parallel, the bandwidth-bound case. With a few tokens every weight byte is read
+//! from memory once per row tile and from L1/L2 once per token tile; a whole prompt (16+
+//! tokens) goes to the packed prefill kernel of [`crate::panel`] instead, which shares only
+//! [`Lanes`] with this driver.
 //!
 //! Formats with per-(row, k-block) parameters (fp8 scales, q4 scale and zero) split `k` into
 //! segments; parameters are loaded once per segment and folded into the decoded weight. A segment
@@ -33,6 +35,13 @@ pub(crate) trait Lanes {
     /// # Safety
     /// The CPU has the level.
     unsafe fn hsum(v: Self::V) -> f32;
+    /// `v` in every lane.
+    /// # Safety
+    /// The CPU has the level.
+    unsafe fn splat(v: f32) -> Self::V;
+    /// # Safety
+    /// `p..p+N` is writable and the CPU has the level.
+    unsafe fn store(p: *mut f32, v: Self::V);
 }
 
 /// One weight format on one level: decodes `L::N` weights of a row into f32 lanes.

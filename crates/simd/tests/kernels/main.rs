@@ -11,6 +11,7 @@
 mod fp8;
 mod gemm;
 mod int8;
+mod panel;
 mod vec;
 
 use nano_infer_simd::{Isa, Kernels};

@@ -1,6 +1,7 @@
 //! NEON matmuls for every weight format, on the shared [`crate::tile`] driver.
 
 use super::{f16_bits_to_f32, Elem, Neon};
+use crate::panel::{self, panel_shape, PanelActs};
 use crate::scalar::{self, fp8_shape, q4_shape};
 use crate::tile::{self, Decode};
 use crate::Fp8Format;
@@ -247,4 +248,34 @@ pub fn gemm_q4(
     };
     // SAFETY: the token proves NEON; q4_shape checked the layout and the parameters.
     unsafe { gemm_imp(&d, x, k, rows, n_tok, out) }
+}
+
+/// See [`crate::Kernels::gemm_panel`]. Micro-kernel 6 rows × 16 tokens: 24 accumulators, four
+/// token vectors and a broadcast weight out of 32 registers.
+pub fn gemm_panel(
+    _: Neon,
+    w: &[f32],
+    x: &PanelActs,
+    k0: usize,
+    kc: usize,
+    out: &mut [f32],
+    accumulate: bool,
+) {
+    let rows = panel_shape(w, x, k0, kc, out);
+    // SAFETY: the token proves NEON; panel_shape checked the operands.
+    unsafe { gemm_panel_imp(w, x, k0, kc, rows, out, accumulate) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn gemm_panel_imp(
+    w: &[f32],
+    x: &PanelActs,
+    k0: usize,
+    kc: usize,
+    rows: usize,
+    out: &mut [f32],
+    accumulate: bool,
+) {
+    // SAFETY: the caller checked the operands, and this function runs with neon.
+    unsafe { panel::gemm_panel::<Neon, 6, 4>(w, x, k0, kc, rows, out, accumulate) }
 }

@@ -18,7 +18,7 @@ pub(crate) mod int8;
 mod vec;
 
 pub use super::Neon;
-pub use gemm::{gemm_bf16, gemm_f16, gemm_f32, gemm_fp8, gemm_q4};
+pub use gemm::{gemm_bf16, gemm_f16, gemm_f32, gemm_fp8, gemm_panel, gemm_q4};
 pub use int8::{gemm_q4x16_q8, gemm_q8x16_q8};
 pub use vec::{rms_norm, silu_mul, softmax};
 
@@ -161,6 +161,34 @@ pub fn axpy(_: Neon, a: f32, x: &[f32], y: &mut [f32]) {
     unsafe { axpy_imp(a, x, y) }
 }
 
+#[target_feature(enable = "neon")]
+unsafe fn widen_imp<E: Elem>(src: &[E], dst: &mut [f32]) {
+    let n = src.len();
+    let mut i = 0;
+    while i + 4 <= n {
+        // SAFETY: i + 4 <= n = src.len() = dst.len().
+        unsafe { vst1q_f32(dst.as_mut_ptr().add(i), E::load4(src.as_ptr().add(i))) };
+        i += 4;
+    }
+    for (d, s) in dst[i..].iter_mut().zip(&src[i..]) {
+        *d = s.to_f32();
+    }
+}
+
+/// See [`crate::Kernels::widen_bf16`].
+pub fn widen_bf16(_: Neon, src: &[bf16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "widen_bf16: length mismatch");
+    // SAFETY: the token proves NEON; the lengths match.
+    unsafe { widen_imp(src, dst) }
+}
+
+/// See [`crate::Kernels::widen_f16`].
+pub fn widen_f16(_: Neon, src: &[f16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "widen_f16: length mismatch");
+    // SAFETY: the token proves NEON; the lengths match.
+    unsafe { widen_imp(src, dst) }
+}
+
 /// See [`crate::Kernels::axpy_bf16`].
 pub fn axpy_bf16(_: Neon, a: f32, x: &[bf16], y: &mut [f32]) {
     assert_eq!(x.len(), y.len(), "axpy_bf16: length mismatch");
@@ -197,5 +225,15 @@ impl crate::tile::Lanes for Neon {
     unsafe fn hsum(v: float32x4_t) -> f32 {
         // SAFETY: the caller runs under the neon target feature.
         unsafe { vaddvq_f32(v) }
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> float32x4_t {
+        // SAFETY: the caller runs under the neon target feature.
+        unsafe { vdupq_n_f32(v) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: float32x4_t) {
+        // SAFETY: the caller guarantees 4 writable floats.
+        unsafe { vst1q_f32(p, v) }
     }
 }

@@ -6,6 +6,7 @@
 //! f16 is one `vcvtph2ps`, and q4 shifts a broadcast 32-bit word by 0, 4, …, 28 and masks.
 
 use super::{Avx2Fma, Elem};
+use crate::panel::{self, panel_shape, PanelActs};
 use crate::scalar::{self, q4_shape};
 use crate::tile::{self, Decode};
 use core::arch::x86_64::*;
@@ -255,4 +256,34 @@ unsafe fn gemv_q4_rows<const N: usize>(d: &Q4<'_>, x: &[f32], r0: usize, out: &m
             out[r0 + i] = _mm_cvtss_f32(h);
         }
     }
+}
+
+/// See [`crate::Kernels::gemm_panel`]. Micro-kernel 6 rows × 16 tokens: 12 accumulators, two
+/// token vectors and a broadcast weight out of 16 registers (the BLIS Haswell shape).
+pub fn gemm_panel(
+    _: Avx2Fma,
+    w: &[f32],
+    x: &PanelActs,
+    k0: usize,
+    kc: usize,
+    out: &mut [f32],
+    accumulate: bool,
+) {
+    let rows = panel_shape(w, x, k0, kc, out);
+    // SAFETY: the token proves avx2+fma+f16c; panel_shape checked the operands.
+    unsafe { gemm_panel_imp(w, x, k0, kc, rows, out, accumulate) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_panel_imp(
+    w: &[f32],
+    x: &PanelActs,
+    k0: usize,
+    kc: usize,
+    rows: usize,
+    out: &mut [f32],
+    accumulate: bool,
+) {
+    // SAFETY: the caller checked the operands, and this function runs with the level.
+    unsafe { panel::gemm_panel::<Avx2Fma, 6, 2>(w, x, k0, kc, rows, out, accumulate) }
 }

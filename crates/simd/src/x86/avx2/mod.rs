@@ -11,9 +11,12 @@ mod int8;
 mod vec;
 
 pub use fp8::gemm_fp8;
-pub use gemm::{gemm_bf16, gemm_f16, gemm_f32, gemm_q4};
+pub use gemm::{gemm_bf16, gemm_f16, gemm_f32, gemm_panel, gemm_q4};
 pub use int8::{gemm_q4x16_q8, gemm_q8x16_q8};
-pub use vec::{axpy, axpy_bf16, axpy_f16, dot_bf16, dot_f16, dot_f32, rms_norm, silu_mul, softmax};
+pub use vec::{
+    axpy, axpy_bf16, axpy_f16, dot_bf16, dot_f16, dot_f32, rms_norm, silu_mul, softmax, widen_bf16,
+    widen_f16,
+};
 
 pub use super::Avx2Fma;
 use core::arch::x86_64::*;
@@ -102,5 +105,15 @@ impl crate::tile::Lanes for Avx2Fma {
     unsafe fn hsum(v: __m256) -> f32 {
         // SAFETY: the caller runs under the avx2 target feature.
         unsafe { hsum(v) }
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> __m256 {
+        // SAFETY: the caller runs under the avx target feature.
+        unsafe { _mm256_set1_ps(v) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m256) {
+        // SAFETY: the caller guarantees 8 writable floats.
+        unsafe { _mm256_storeu_ps(p, v) }
     }
 }

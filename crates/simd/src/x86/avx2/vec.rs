@@ -89,6 +89,34 @@ pub fn axpy(_: Avx2Fma, a: f32, x: &[f32], y: &mut [f32]) {
     unsafe { axpy_imp(a, x, y) }
 }
 
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn widen_imp<E: Elem>(src: &[E], dst: &mut [f32]) {
+    let n = src.len();
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n = src.len() = dst.len().
+        unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(i), E::load8(src.as_ptr().add(i))) };
+        i += 8;
+    }
+    for (d, s) in dst[i..].iter_mut().zip(&src[i..]) {
+        *d = s.to_f32();
+    }
+}
+
+/// See [`crate::Kernels::widen_bf16`].
+pub fn widen_bf16(_: Avx2Fma, src: &[bf16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "widen_bf16: length mismatch");
+    // SAFETY: the token proves avx2+fma+f16c; the lengths match.
+    unsafe { widen_imp(src, dst) }
+}
+
+/// See [`crate::Kernels::widen_f16`].
+pub fn widen_f16(_: Avx2Fma, src: &[f16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "widen_f16: length mismatch");
+    // SAFETY: the token proves avx2+fma+f16c; the lengths match.
+    unsafe { widen_imp(src, dst) }
+}
+
 /// See [`crate::Kernels::axpy_bf16`].
 pub fn axpy_bf16(_: Avx2Fma, a: f32, x: &[bf16], y: &mut [f32]) {
     assert_eq!(x.len(), y.len(), "axpy_bf16: length mismatch");

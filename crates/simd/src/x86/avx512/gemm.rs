@@ -13,6 +13,7 @@
 //! `Isa::Avx512.is_available()`.
 
 use super::Avx512;
+use crate::panel::{self, panel_shape, PanelActs};
 use crate::scalar::{self, q4_shape};
 use crate::tile::{self, Decode, Lanes};
 use core::arch::x86_64::*;
@@ -43,6 +44,16 @@ impl Lanes for Avx512 {
     unsafe fn hsum(v: __m512) -> f32 {
         // SAFETY: the caller runs under the avx512f target feature.
         unsafe { _mm512_reduce_add_ps(v) }
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> __m512 {
+        // SAFETY: the caller runs under the avx512f target feature.
+        unsafe { _mm512_set1_ps(v) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m512) {
+        // SAFETY: the caller guarantees 16 writable floats.
+        unsafe { _mm512_storeu_ps(p, v) }
     }
 }
 
@@ -315,4 +326,35 @@ unsafe fn gemv_q4_rows<const N: usize>(d: &Q4<'_>, x: &[f32], r0: usize, out: &m
             out[r0 + i] = _mm512_reduce_add_ps(_mm512_sub_ps(total[i], zero[i]));
         }
     }
+}
+
+/// See [`crate::Kernels::gemm_panel`]. Micro-kernel 12 rows × 32 tokens: 24 accumulators, two
+/// token vectors and a broadcast weight out of 32 registers; per input 2 loads + 12 broadcasts
+/// feed 24 FMAs, under the two load ports' limit.
+pub fn gemm_panel(
+    _: Avx512,
+    w: &[f32],
+    x: &PanelActs,
+    k0: usize,
+    kc: usize,
+    out: &mut [f32],
+    accumulate: bool,
+) {
+    let rows = panel_shape(w, x, k0, kc, out);
+    // SAFETY: the token proves the level; panel_shape checked the operands.
+    unsafe { gemm_panel_imp(w, x, k0, kc, rows, out, accumulate) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn gemm_panel_imp(
+    w: &[f32],
+    x: &PanelActs,
+    k0: usize,
+    kc: usize,
+    rows: usize,
+    out: &mut [f32],
+    accumulate: bool,
+) {
+    // SAFETY: the caller checked the operands, and this function runs with the whole level.
+    unsafe { panel::gemm_panel::<Avx512, 12, 2>(w, x, k0, kc, rows, out, accumulate) }
 }

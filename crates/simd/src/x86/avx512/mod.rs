@@ -7,7 +7,7 @@ mod int8;
 
 pub use super::Avx512;
 pub use fp8::gemm_fp8;
-pub use gemm::{gemm_bf16, gemm_f16, gemm_f32, gemm_q4};
+pub use gemm::{gemm_bf16, gemm_f16, gemm_f32, gemm_panel, gemm_q4};
 pub use int8::{gemm_q4x16_q8, gemm_q8x16_q8};
 
 use super::avx2;
@@ -41,6 +41,16 @@ pub fn axpy_bf16(t: Avx512, a: f32, x: &[bf16], y: &mut [f32]) {
 /// See [`crate::Kernels::axpy_f16`].
 pub fn axpy_f16(t: Avx512, a: f32, x: &[f16], y: &mut [f32]) {
     avx2::axpy_f16(t.avx2(), a, x, y)
+}
+
+/// See [`crate::Kernels::widen_bf16`]: memory-bound, the AVX2 loop keeps up.
+pub fn widen_bf16(t: Avx512, src: &[bf16], dst: &mut [f32]) {
+    avx2::widen_bf16(t.avx2(), src, dst)
+}
+
+/// See [`crate::Kernels::widen_f16`]: memory-bound, the AVX2 loop keeps up.
+pub fn widen_f16(t: Avx512, src: &[f16], dst: &mut [f32]) {
+    avx2::widen_f16(t.avx2(), src, dst)
 }
 
 /// See [`crate::Kernels::rms_norm`].
