@@ -511,10 +511,11 @@ impl AwqWeight {
     }
 
     /// `W[rows, k0..k1]` in f32 into the first `k1 - k0` columns of `out`
-    /// (`(rows.len(), PANEL_K_BLOCK)`), `q·s − z·s` as
-    /// [`AwqWeight::dequantize_row`] defines it. Row layout only; `k0` and `k1` even.
+    /// (`(rows.len(), PANEL_K_BLOCK)`), `q·s − z·s` with one rounding (as the few-token kernels
+    /// decode; [`AwqWeight::dequantize_row`] rounds twice). Row layout only; `k0`, `k1` even.
     pub(crate) fn dequantize_block(
         &self,
+        kernels: Kernels,
         rows: std::ops::Range<usize>,
         (k0, k1): (usize, usize),
         out: &mut [f32],
@@ -534,14 +535,8 @@ impl AwqWeight {
             while j < k1 {
                 let end = ((j / group + 1) * group).min(k1);
                 let g = r * groups + j / group;
-                let (s, zs) = (scales[g], zero_scaled[g]);
-                for (pair, &byte) in dst[j - k0..end - k0]
-                    .chunks_exact_mut(2)
-                    .zip(&bytes[j / 2..end / 2])
-                {
-                    pair[0] = f32::from(byte & 15) * s - zs;
-                    pair[1] = f32::from(byte >> 4) * s - zs;
-                }
+                let (b, d) = (&bytes[j / 2..end / 2], &mut dst[j - k0..end - k0]);
+                kernels.dequant_q4(b, scales[g], zero_scaled[g], d);
                 j = end;
             }
         }

@@ -196,11 +196,10 @@ impl Fp8Weight {
     }
 
     /// `W[rows, k0..k1]` in f32 into the first `k1 - k0` columns of `out`
-    /// (`(rows.len(), PANEL_K_BLOCK)`), as
-    /// [`Fp8Weight::dequantize_row`] defines it, with `table` = the format's 256 code values.
+    /// (`(rows.len(), PANEL_K_BLOCK)`), as [`Fp8Weight::dequantize_row`] defines it.
     pub(crate) fn dequantize_block(
         &self,
-        table: &[f32; 256],
+        kernels: Kernels,
         rows: std::ops::Range<usize>,
         (k0, k1): (usize, usize),
         out: &mut [f32],
@@ -215,18 +214,11 @@ impl Fp8Weight {
             // One scale per stretch of the row inside one k-block.
             while j < k1 {
                 let end = ((j / bk + 1) * bk).min(k1);
-                let s = row_scales[j / bk];
-                for (d, &c) in dst[j - k0..end - k0].iter_mut().zip(&row[j..end]) {
-                    *d = table[c as usize] * s;
-                }
+                let (c, d) = (&row[j..end], &mut dst[j - k0..end - k0]);
+                kernels.dequant_fp8(self.format, c, row_scales[j / bk], d);
                 j = end;
             }
         }
-    }
-
-    /// The format's 256 code values, for [`Fp8Weight::dequantize_block`].
-    pub(crate) fn code_table(&self) -> [f32; 256] {
-        std::array::from_fn(|c| fp8_to_f32(self.format, c as u8))
     }
 
     /// `out (rows_range, n_tok) = W[rows_range] · xᵀ`.

@@ -230,6 +230,18 @@ impl Kernels {
         dispatch!(self, widen_f16(src, dst))
     }
 
+    /// `dst[i] = decode(codes[i]) · scale` (one rounding): a stretch of an FP8 row sharing one
+    /// scale, for a prefill weight block.
+    pub fn dequant_fp8(&self, format: Fp8Format, codes: &[u8], scale: f32, dst: &mut [f32]) {
+        dispatch!(self, dequant_fp8(format, codes, scale, dst))
+    }
+
+    /// `dst[2i] = lo(bytes[i])·scale − zero_scaled`, `dst[2i+1]` the same for the high nibble, each
+    /// with one rounding (fused): a stretch of a 4-bit row inside one group.
+    pub fn dequant_q4(&self, bytes: &[u8], scale: f32, zero_scaled: f32, dst: &mut [f32]) {
+        dispatch!(self, dequant_q4(bytes, scale, zero_scaled, dst))
+    }
+
     /// `out = weight · x / sqrt(mean(x²) + eps)`, computed in f32 as transformers' `Qwen3RMSNorm`.
     pub fn rms_norm(&self, x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
         dispatch!(self, rms_norm(x, weight, eps, out))

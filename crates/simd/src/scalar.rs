@@ -1,6 +1,6 @@
 //! Scalar twins of every kernel: the fallback and the test oracle. Written for clarity, not speed.
 
-use crate::panel::{panel_shape, PanelActs, PANEL_K_BLOCK};
+use crate::panel::{panel_shape, PanelActs, PANEL_K_BLOCK, TOKEN_TILE};
 use crate::q8::{q4x16_shape, q8x16_shape, Q8Acts, CHUNK_BYTES, TILE_ROWS};
 use crate::Fp8Format;
 use half::{bf16, f16};
@@ -28,6 +28,43 @@ pub fn widen_bf16(src: &[bf16], dst: &mut [f32]) {
 pub fn widen_f16(src: &[f16], dst: &mut [f32]) {
     assert_eq!(src.len(), dst.len(), "widen_f16: length mismatch");
     dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.to_f32());
+}
+
+/// Every code decoded exactly, times `scale`: one rounding.
+pub fn dequant_fp8(format: Fp8Format, codes: &[u8], scale: f32, dst: &mut [f32]) {
+    assert_eq!(codes.len(), dst.len(), "dequant_fp8: length mismatch");
+    let table = fp8_table(format);
+    for (d, &c) in dst.iter_mut().zip(codes) {
+        *d = table[c as usize] * scale;
+    }
+}
+
+/// The 256 values of `format`'s codes, built once: decoding with `powi` per code was the
+/// slowest part of a scalar prefill block.
+fn fp8_table(format: Fp8Format) -> &'static [f32; 256] {
+    static TABLES: [std::sync::OnceLock<[f32; 256]>; 2] =
+        [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+    let i = (format == Fp8Format::E5M2) as usize;
+    TABLES[i].get_or_init(|| std::array::from_fn(|c| fp8_to_f32(format, c as u8)))
+}
+
+/// Checks that `dst` holds the two weights of every byte of a q4 stretch.
+pub(crate) fn dequant_shape_q4(bytes: &[u8], dst: &[f32]) {
+    assert_eq!(
+        2 * bytes.len(),
+        dst.len(),
+        "dequant_q4: dst is not 2 × bytes"
+    );
+}
+
+/// `q·s − z·s` with one rounding (a fused multiply-add, as the q4 matmuls decode), low nibble
+/// first.
+pub fn dequant_q4(bytes: &[u8], scale: f32, zero_scaled: f32, dst: &mut [f32]) {
+    dequant_shape_q4(bytes, dst);
+    for (pair, &b) in dst.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = f32::from(b & 15).mul_add(scale, -zero_scaled);
+        pair[1] = f32::from(b >> 4).mul_add(scale, -zero_scaled);
+    }
 }
 
 /// Checks the matmul layout (`w` of `w_len` scalars is `(rows, k)`, `x` is `(n_tok, k)`, `out` is
@@ -359,8 +396,11 @@ pub fn gemm_panel(
         for t in 0..n_tok {
             let o = &mut out[r * n_tok + t];
             let mut acc = if accumulate { *o } else { 0.0 };
-            for (j, &wj) in wr.iter().enumerate() {
-                acc = wj.mul_add(x.get(t, k0 + j), acc);
+            // Token t's inputs k0.. inside its packed tile, one every TOKEN_TILE floats.
+            let start = ((t / TOKEN_TILE) * x.k + k0) * TOKEN_TILE + t % TOKEN_TILE;
+            let xs = x.data[start..].iter().step_by(TOKEN_TILE);
+            for (&wj, &xj) in wr.iter().zip(xs) {
+                acc = wj.mul_add(xj, acc);
             }
             *o = acc;
         }

@@ -1,9 +1,10 @@
 //! The prefill matmul and its helpers: `PanelActs` packing, `gemm_panel` on every level against
 //! the scalar twin (bit for bit: one fused multiply-add chain per output everywhere), against a
-//! plain f64 matmul (within the summation bound), and the exact widening kernels.
+//! plain f64 matmul (within the summation bound), and the kernels that fill its weight blocks
+//! (widening, FP8 and 4-bit dequantization), bit for bit.
 
 use crate::{assert_close, scalar, vector_levels, Rng, LENGTHS};
-use nano_infer_simd::{bf16, f16, Kernels, PanelActs, PANEL_K_BLOCK};
+use nano_infer_simd::{bf16, f16, fp8_to_f32, Fp8Format, Kernels, PanelActs, PANEL_K_BLOCK};
 use proptest::prelude::*;
 
 fn same_bits(got: &[f32], want: &[f32], what: &str) {
@@ -83,6 +84,39 @@ proptest! {
             let mut got = vec![f32::NAN; rows * n_tok];
             panel_matmul(kern, &w, &acts, rows, &mut got);
             same_bits(&got, &want, &format!("{} gemm_panel", kern.isa()));
+        }
+    }
+
+    /// Every code (NaN and infinity codes included) times a scale: one rounding of the exact
+    /// product on every level, so bit-identical to `fp8_to_f32(c) * s`.
+    #[test]
+    fn dequant_fp8_is_decode_times_scale((n, seed) in (prop::sample::select(LENGTHS), any::<u64>()), e5m2 in any::<bool>()) {
+        let mut rng = Rng::new(seed);
+        let format = if e5m2 { Fp8Format::E5M2 } else { Fp8Format::E4M3 };
+        let codes: Vec<u8> = (0..n).map(|_| rng.u8()).collect();
+        let scale = rng.f32().abs() * 0.01 + 1e-6;
+        let want: Vec<f32> = codes.iter().map(|&c| fp8_to_f32(format, c) * scale).collect();
+        for kern in vector_levels().into_iter().chain([scalar()]) {
+            let mut got = vec![0.0; n];
+            kern.dequant_fp8(format, &codes, scale, &mut got);
+            same_bits(&got, &want, &format!("{} dequant_fp8 {format:?}", kern.isa()));
+        }
+    }
+
+    #[test]
+    fn dequant_q4_is_fused_q_s_minus_zs((n, seed) in (prop::sample::select(LENGTHS), any::<u64>())) {
+        let mut rng = Rng::new(seed);
+        let bytes: Vec<u8> = (0..n).map(|_| rng.u8()).collect();
+        let (scale, zs) = (rng.f32() * 0.02, rng.f32() * 0.2);
+        let want: Vec<f32> = bytes
+            .iter()
+            .flat_map(|&b| [b & 15, b >> 4])
+            .map(|q| f32::from(q).mul_add(scale, -zs))
+            .collect();
+        for kern in vector_levels().into_iter().chain([scalar()]) {
+            let mut got = vec![0.0; 2 * n];
+            kern.dequant_q4(&bytes, scale, zs, &mut got);
+            same_bits(&got, &want, &format!("{} dequant_q4", kern.isa()));
         }
     }
 

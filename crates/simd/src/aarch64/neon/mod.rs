@@ -189,6 +189,17 @@ pub fn widen_f16(_: Neon, src: &[f16], dst: &mut [f32]) {
     unsafe { widen_imp(src, dst) }
 }
 
+/// See [`crate::Kernels::dequant_fp8`]: the scalar twin for now (prefill only; its share of
+/// the work is small next to the matmul).
+pub fn dequant_fp8(_: Neon, format: crate::Fp8Format, codes: &[u8], scale: f32, dst: &mut [f32]) {
+    crate::scalar::dequant_fp8(format, codes, scale, dst)
+}
+
+/// See [`crate::Kernels::dequant_q4`]: the scalar twin for now, as [`dequant_fp8`].
+pub fn dequant_q4(_: Neon, bytes: &[u8], scale: f32, zero_scaled: f32, dst: &mut [f32]) {
+    crate::scalar::dequant_q4(bytes, scale, zero_scaled, dst)
+}
+
 /// See [`crate::Kernels::axpy_bf16`].
 pub fn axpy_bf16(_: Neon, a: f32, x: &[bf16], y: &mut [f32]) {
     assert_eq!(x.len(), y.len(), "axpy_bf16: length mismatch");

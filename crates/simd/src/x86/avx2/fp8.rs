@@ -105,7 +105,7 @@ unsafe fn row_pass<const E4M3: bool, const R: usize, const T: usize>(
 /// whether one of them is an E4M3 NaN.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn decode16<const E4M3: bool>(c: *const u8) -> (__m256, __m256, i32) {
+pub(super) unsafe fn decode16<const E4M3: bool>(c: *const u8) -> (__m256, __m256, i32) {
     // SAFETY: the caller guarantees 16 readable bytes and the level.
     unsafe {
         let v = _mm_loadu_si128(c.cast());

@@ -5,11 +5,13 @@
 //! implementation. Results differ from [`crate::scalar`] only by summation order (several
 //! accumulators, then a horizontal sum) and by fused multiply-adds.
 
+mod dequant;
 mod fp8;
 mod gemm;
 mod int8;
 mod vec;
 
+pub use dequant::{dequant_fp8, dequant_q4};
 pub use fp8::gemm_fp8;
 pub use gemm::{gemm_bf16, gemm_f16, gemm_f32, gemm_panel, gemm_q4};
 pub use int8::{gemm_q4x16_q8, gemm_q8x16_q8};

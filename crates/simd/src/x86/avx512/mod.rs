@@ -53,6 +53,16 @@ pub fn widen_f16(t: Avx512, src: &[f16], dst: &mut [f32]) {
     avx2::widen_f16(t.avx2(), src, dst)
 }
 
+/// See [`crate::Kernels::dequant_fp8`]: a small share of prefill, the AVX2 loop serves.
+pub fn dequant_fp8(t: Avx512, format: crate::Fp8Format, codes: &[u8], scale: f32, dst: &mut [f32]) {
+    avx2::dequant_fp8(t.avx2(), format, codes, scale, dst)
+}
+
+/// See [`crate::Kernels::dequant_q4`]: a small share of prefill, the AVX2 loop serves.
+pub fn dequant_q4(t: Avx512, bytes: &[u8], scale: f32, zero_scaled: f32, dst: &mut [f32]) {
+    avx2::dequant_q4(t.avx2(), bytes, scale, zero_scaled, dst)
+}
+
 /// See [`crate::Kernels::rms_norm`].
 pub fn rms_norm(t: Avx512, x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     avx2::rms_norm(t.avx2(), x, weight, eps, out)
