@@ -6,7 +6,7 @@
 //! query heads are contiguous in `q`, so scores for all of them are one
 //! `gemm(K (n_pos, head_dim), Q_group (group, head_dim)) -> (n_pos, group)`: each KV head's keys
 //! are streamed once per token, not once per query head, and each value row is read once and
-//! added into all `group` outputs. Keys and values are read in the stored type (f32, bf16, f16)
+//! added into all `group` outputs (`Kernels::mix_rows_*`). Keys and values are read in the stored type (f32, bf16, f16)
 //! by the kernels (`gemm_bf16`, `axpy_bf16`, ...), never widened into a copy.
 //!
 //! A layout hands its rows out as chunks of consecutive positions: one chunk for the contiguous
@@ -203,16 +203,12 @@ pub(crate) fn attend<S: KvStore>(
             let mut p0 = 0;
             store.for_each_chunk(seg, layer, kvh, n_ctx, &mut |_, values| {
                 let n = values.n_rows(hd);
-                for i in 0..n {
-                    let r = i * hd..(i + 1) * hd;
-                    for (g, og) in o.chunks_exact_mut(hd).enumerate() {
-                        let a = probs[g * n_ctx + p0 + i];
-                        match values {
-                            KvRows::F32(vr) => k.axpy(a, &vr[r.clone()], og),
-                            KvRows::Bf16(vr) => k.axpy_bf16(a, &vr[r.clone()], og),
-                            KvRows::F16(vr) => k.axpy_f16(a, &vr[r.clone()], og),
-                        }
-                    }
+                // Query head g's weights for this chunk start at g · n_ctx + p0.
+                let p = &probs[p0..];
+                match values {
+                    KvRows::F32(vr) => k.mix_rows_f32(p, n_ctx, vr, hd, o),
+                    KvRows::Bf16(vr) => k.mix_rows_bf16(p, n_ctx, vr, hd, o),
+                    KvRows::F16(vr) => k.mix_rows_f16(p, n_ctx, vr, hd, o),
                 }
                 p0 += n;
             });

@@ -257,6 +257,24 @@ impl Kernels {
         dispatch!(self, silu_mul(gate, up))
     }
 
+    /// `out[g, :] += Σ_i p[g·ldp + i] · v[i, :]` for `v (n, d)` and `out (groups, d)`: attention's
+    /// probabilities times a chunk of value rows, each value row read once for all `groups`
+    /// query heads. One fused multiply-add chain per output over `i` in order, bit-identical on
+    /// every level.
+    pub fn mix_rows_f32(&self, p: &[f32], ldp: usize, v: &[f32], d: usize, out: &mut [f32]) {
+        dispatch!(self, mix_rows_f32(p, ldp, v, d, out))
+    }
+
+    /// [`Kernels::mix_rows_f32`] for BF16 value rows (a BF16 V cache).
+    pub fn mix_rows_bf16(&self, p: &[f32], ldp: usize, v: &[bf16], d: usize, out: &mut [f32]) {
+        dispatch!(self, mix_rows_bf16(p, ldp, v, d, out))
+    }
+
+    /// [`Kernels::mix_rows_f32`] for F16 value rows (an F16 V cache).
+    pub fn mix_rows_f16(&self, p: &[f32], ldp: usize, v: &[f16], d: usize, out: &mut [f32]) {
+        dispatch!(self, mix_rows_f16(p, ldp, v, d, out))
+    }
+
     /// `y += a · x`.
     pub fn axpy(&self, a: f32, x: &[f32], y: &mut [f32]) {
         dispatch!(self, axpy(a, x, y))

@@ -67,6 +67,54 @@ pub fn dequant_q4(bytes: &[u8], scale: f32, zero_scaled: f32, dst: &mut [f32]) {
     }
 }
 
+/// Checks a `mix_rows` call; returns `(groups, n)`: `v` is `(n, d)`, `out` is `(groups, d)`, and
+/// `p` holds `groups` rows of `n` weights `ldp` apart.
+pub(crate) fn mix_rows_shape(
+    p_len: usize,
+    ldp: usize,
+    v_len: usize,
+    d: usize,
+    out_len: usize,
+) -> (usize, usize) {
+    assert!(
+        d > 0 && v_len.is_multiple_of(d) && out_len.is_multiple_of(d),
+        "mix_rows: v or out is not a whole number of rows of {d}"
+    );
+    let (groups, n) = (out_len / d, v_len / d);
+    assert!(
+        groups == 0 || (ldp >= n && p_len >= (groups - 1) * ldp + n),
+        "mix_rows: p does not hold {groups} rows of {n} weights {ldp} apart"
+    );
+    (groups, n)
+}
+
+/// `out[g, c] = fma(p[g·ldp + i], v[i, c], out[g, c])` for `i = 0..n` in order: one fused
+/// chain per output, which every level reproduces bit for bit.
+pub fn mix_rows<E: Copy + Into<f32>>(p: &[f32], ldp: usize, v: &[E], d: usize, out: &mut [f32]) {
+    let (groups, n) = mix_rows_shape(p.len(), ldp, v.len(), d, out.len());
+    for g in 0..groups {
+        let o = &mut out[g * d..(g + 1) * d];
+        for i in 0..n {
+            let a = p[g * ldp + i];
+            for (o, &x) in o.iter_mut().zip(&v[i * d..(i + 1) * d]) {
+                *o = a.mul_add(x.into(), *o);
+            }
+        }
+    }
+}
+
+pub fn mix_rows_f32(p: &[f32], ldp: usize, v: &[f32], d: usize, out: &mut [f32]) {
+    mix_rows(p, ldp, v, d, out)
+}
+
+pub fn mix_rows_bf16(p: &[f32], ldp: usize, v: &[bf16], d: usize, out: &mut [f32]) {
+    mix_rows(p, ldp, v, d, out)
+}
+
+pub fn mix_rows_f16(p: &[f32], ldp: usize, v: &[f16], d: usize, out: &mut [f32]) {
+    mix_rows(p, ldp, v, d, out)
+}
+
 /// Checks the matmul layout (`w` of `w_len` scalars is `(rows, k)`, `x` is `(n_tok, k)`, `out` is
 /// `(rows, n_tok)`) and returns `(rows, n_tok)`. Every level calls this before touching memory,
 /// so the vector kernels may index without further bounds checks.

@@ -1,7 +1,7 @@
 //! The prefill matmul and its helpers: `PanelActs` packing, `gemm_panel` on every level against
 //! the scalar twin (bit for bit: one fused multiply-add chain per output everywhere), against a
-//! plain f64 matmul (within the summation bound), and the kernels that fill its weight blocks
-//! (widening, FP8 and 4-bit dequantization), bit for bit.
+//! plain f64 matmul (within the summation bound), the kernels that fill its weight blocks
+//! (widening, FP8 and 4-bit dequantization), bit for bit, and attention's `mix_rows`.
 
 use crate::{assert_close, scalar, vector_levels, Rng, LENGTHS};
 use nano_infer_simd::{bf16, f16, fp8_to_f32, Fp8Format, Kernels, PanelActs, PANEL_K_BLOCK};
@@ -117,6 +117,49 @@ proptest! {
             let mut got = vec![0.0; 2 * n];
             kern.dequant_q4(&bytes, scale, zs, &mut got);
             same_bits(&got, &want, &format!("{} dequant_q4", kern.isa()));
+        }
+    }
+
+    /// Attention's probabilities times value rows: one FMA chain per output on every level, so
+    /// bit for bit; the scalar twin within the summation bound of an f64 sum.
+    #[test]
+    fn mix_rows_matches_scalar_bit_for_bit(
+        d in prop::sample::select(vec![1usize, 8, 15, 16, 17, 33, 64, 128]),
+        n in 0usize..40, groups in 1usize..10, pad in 0usize..3, seed in any::<u64>(),
+    ) {
+        let mut rng = Rng::new(seed);
+        let ldp = n + pad;
+        let p = rng.vec(groups * ldp);
+        let v = rng.vec(n * d);
+        let vb: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
+        let vh: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+        let out0 = rng.vec(groups * d);
+        let run = |kern: Kernels, which: usize| {
+            let mut out = out0.clone();
+            match which {
+                0 => kern.mix_rows_f32(&p, ldp, &v, d, &mut out),
+                1 => kern.mix_rows_bf16(&p, ldp, &vb, d, &mut out),
+                _ => kern.mix_rows_f16(&p, ldp, &vh, d, &mut out),
+            }
+            out
+        };
+        let want = run(scalar(), 0);
+        for g in 0..groups {
+            for c in 0..d {
+                let (mut exact, mut mag) = (out0[g * d + c] as f64, out0[g * d + c].abs() as f64);
+                for i in 0..n {
+                    let t = p[g * ldp + i] as f64 * v[i * d + c] as f64;
+                    exact += t;
+                    mag += t.abs();
+                }
+                assert_close(want[g * d + c], exact as f32, n + 1, mag, "scalar mix_rows vs f64");
+            }
+        }
+        for kern in vector_levels() {
+            for which in 0..3 {
+                let want = run(scalar(), which);
+                same_bits(&run(kern, which), &want, &format!("{} mix_rows #{which}", kern.isa()));
+            }
         }
     }
 

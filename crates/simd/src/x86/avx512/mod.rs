@@ -63,6 +63,21 @@ pub fn dequant_q4(t: Avx512, bytes: &[u8], scale: f32, zero_scaled: f32, dst: &m
     avx2::dequant_q4(t.avx2(), bytes, scale, zero_scaled, dst)
 }
 
+/// See [`crate::Kernels::mix_rows_f32`].
+pub fn mix_rows_f32(t: Avx512, p: &[f32], ldp: usize, v: &[f32], d: usize, out: &mut [f32]) {
+    avx2::mix_rows_f32(t.avx2(), p, ldp, v, d, out)
+}
+
+/// See [`crate::Kernels::mix_rows_bf16`].
+pub fn mix_rows_bf16(t: Avx512, p: &[f32], ldp: usize, v: &[bf16], d: usize, out: &mut [f32]) {
+    avx2::mix_rows_bf16(t.avx2(), p, ldp, v, d, out)
+}
+
+/// See [`crate::Kernels::mix_rows_f16`].
+pub fn mix_rows_f16(t: Avx512, p: &[f32], ldp: usize, v: &[f16], d: usize, out: &mut [f32]) {
+    avx2::mix_rows_f16(t.avx2(), p, ldp, v, d, out)
+}
+
 /// See [`crate::Kernels::rms_norm`].
 pub fn rms_norm(t: Avx512, x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     avx2::rms_norm(t.avx2(), x, weight, eps, out)
