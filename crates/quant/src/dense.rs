@@ -65,7 +65,8 @@ impl DenseWeight {
         let elem = self.tensor.dtype().size();
         let bytes = self.tensor.bytes();
         for (r, dst) in rows.zip(out.chunks_exact_mut(PANEL_K_BLOCK)) {
-            // The same stretch of the next block, which the next call reads (see `prefetch`).
+            // The same stretch two blocks ahead (see `prefetch`): one block ahead left the
+            // widening still waiting on memory for this format's 2-byte rows.
             let next = (r * self.k + (2 * k1 - k0).min(self.k)) * elem
                 ..(r * self.k + (3 * k1 - 2 * k0).min(self.k)) * elem;
             nano_infer_simd::prefetch(&bytes[next]);

@@ -10,6 +10,7 @@ use nano_infer_simd::{Kernels, PanelActs, Q8Acts};
 use nano_infer_tensor::{Dtype, SpillFile, Tensor, WeightStore};
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::ops::Range;
 
 /// Load-time choices that change how a layer is stored and multiplied.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -93,40 +94,30 @@ impl Linear {
             // Prefill: pack x once, then every task multiplies f32 weight blocks (`panel`).
             panel::with_scratch(&PANEL_SCRATCH, |acts| {
                 acts.pack(x, k);
-                let acts = &*acts;
-                target
-                    .par_chunks_mut(panel::PANEL_ROWS_PER_TASK * n_tok)
-                    .enumerate()
-                    .for_each(|(i, chunk)| {
-                        let r0 = i * panel::PANEL_ROWS_PER_TASK;
-                        let r1 = r0 + chunk.len() / n_tok;
-                        self.gemm_rows_panel(kernels, r0..r1, acts, chunk);
-                    });
-            });
-            transpose_into(&scratch[..rows * n_tok], n_tok, rows, out);
-            return;
-        }
-        let run = |xq: Option<&Q8Acts>, target: &mut [f32]| {
-            target
-                .par_chunks_mut(ROWS_PER_TASK * n_tok)
-                .enumerate()
-                .for_each(|(i, chunk)| {
-                    let r0 = i * ROWS_PER_TASK;
-                    let r1 = r0 + chunk.len() / n_tok;
-                    self.gemm_rows(kernels, r0..r1, x, xq, chunk);
+                split_rows(target, n_tok, panel::PANEL_ROWS_PER_TASK, |rows, chunk| {
+                    panel::gemm_by_blocks(kernels, acts, rows.len(), chunk, |k0, k1, block| {
+                        self.dequantize_block(kernels, rows.clone(), (k0, k1), block)
+                    })
                 });
-        };
-        match self.q8_block() {
-            None => run(None, target),
-            // Quantize x once per matmul, not per row task.
-            Some(block) => panel::with_scratch(&Q8_SCRATCH, |xq| {
-                let group = match self {
-                    Linear::Awq(w) => w.group_size(),
-                    _ => block,
-                };
-                xq.quantize(x, k, block, group);
-                run(Some(xq), target);
-            }),
+            });
+        } else {
+            match self.q8_block() {
+                None => split_rows(target, n_tok, ROWS_PER_TASK, |rows, chunk| {
+                    self.gemm_rows(kernels, rows, x, None, chunk)
+                }),
+                // Quantize x once per matmul, not per row task.
+                Some(block) => panel::with_scratch(&Q8_SCRATCH, |xq| {
+                    let group = match self {
+                        Linear::Awq(w) => w.group_size(),
+                        _ => block,
+                    };
+                    xq.quantize(x, k, block, group);
+                    let xq = &*xq;
+                    split_rows(target, n_tok, ROWS_PER_TASK, |rows, chunk| {
+                        self.gemm_rows(kernels, rows, x, Some(xq), chunk)
+                    });
+                }),
+            }
         }
         if n_tok > 1 {
             transpose_into(&scratch[..rows * n_tok], n_tok, rows, out);
@@ -143,25 +134,19 @@ impl Linear {
         }
     }
 
-    /// `out (rows_range, n_tok) = W[rows_range] · xᵀ` on the panel kernel.
-    fn gemm_rows_panel(
+    /// `W[rows, k0..k1]` as f32 into a `(rows.len(), PANEL_K_BLOCK)` block: the panel path's
+    /// weights, for the formats [`Linear::has_panel_path`] admits.
+    fn dequantize_block(
         &self,
         kernels: Kernels,
-        rows: std::ops::Range<usize>,
-        x: &PanelActs,
-        out: &mut [f32],
+        rows: Range<usize>,
+        k_range: (usize, usize),
+        block: &mut [f32],
     ) {
-        let n = rows.len();
         match self {
-            Linear::Dense(w) => panel::gemm_by_blocks(kernels, x, n, out, |k0, k1, block| {
-                w.dequantize_block(kernels, rows.clone(), (k0, k1), block)
-            }),
-            Linear::Fp8(w) => panel::gemm_by_blocks(kernels, x, n, out, |k0, k1, block| {
-                w.dequantize_block(kernels, rows.clone(), (k0, k1), block)
-            }),
-            Linear::Awq(w) => panel::gemm_by_blocks(kernels, x, n, out, |k0, k1, block| {
-                w.dequantize_block(kernels, rows.clone(), (k0, k1), block)
-            }),
+            Linear::Dense(w) => w.dequantize_block(kernels, rows, k_range, block),
+            Linear::Fp8(w) => w.dequantize_block(kernels, rows, k_range, block),
+            Linear::Awq(w) => w.dequantize_block(kernels, rows, k_range, block),
             Linear::Q8(_) => unreachable!("has_panel_path is false for Q8"),
         }
     }
@@ -441,23 +426,35 @@ impl LinearSource {
     }
 }
 
+/// Runs `gemm(rows, chunk)` on the rayon pool for every `rows_per_task` output rows of
+/// `target` (`(rows, n_tok)`), `chunk` being those rows' part of it.
+fn split_rows(
+    target: &mut [f32],
+    n_tok: usize,
+    rows_per_task: usize,
+    gemm: impl Fn(Range<usize>, &mut [f32]) + Sync,
+) {
+    target
+        .par_chunks_mut(rows_per_task * n_tok)
+        .enumerate()
+        .for_each(|(i, chunk)| {
+            let r0 = i * rows_per_task;
+            gemm(r0..r0 + chunk.len() / n_tok, chunk);
+        });
+}
+
 /// `out (n_tok, rows)` = the transpose of the kernels' `src (rows, n_tok)`, 16 tokens per rayon
-/// task (a prompt's transpose took ~3% of prefill on one thread), in 16 × 16 squares so that
-/// neither side is walked at a large stride for long.
+/// task (a prompt's transpose took ~3% of prefill on one thread): each task reads 16 floats of
+/// every row and writes 16 lines of `out` at a time, which stay in L1.
 fn transpose_into(src: &[f32], n_tok: usize, rows: usize, out: &mut [f32]) {
-    const SQ: usize = 16;
-    out.par_chunks_mut(SQ * rows)
+    const TOKENS_PER_TASK: usize = 16;
+    out.par_chunks_mut(TOKENS_PER_TASK * rows)
         .enumerate()
         .for_each(|(i, out)| {
-            let t0 = i * SQ;
-            let nt = out.len() / rows;
-            for r0 in (0..rows).step_by(SQ) {
-                let r1 = (r0 + SQ).min(rows);
-                for r in r0..r1 {
-                    let from = &src[r * n_tok + t0..r * n_tok + t0 + nt];
-                    for (t, &v) in from.iter().enumerate() {
-                        out[t * rows + r] = v;
-                    }
+            let (t0, nt) = (i * TOKENS_PER_TASK, out.len() / rows);
+            for r in 0..rows {
+                for (t, &v) in src[r * n_tok + t0..r * n_tok + t0 + nt].iter().enumerate() {
+                    out[t * rows + r] = v;
                 }
             }
         });

@@ -6,8 +6,9 @@
 //! query heads are contiguous in `q`, so scores for all of them are one
 //! `gemm(K (n_pos, head_dim), Q_group (group, head_dim)) -> (n_pos, group)`: each KV head's keys
 //! are streamed once per token, not once per query head, and each value row is read once and
-//! added into all `group` outputs (`Kernels::mix_rows_*`). Keys and values are read in the stored type (f32, bf16, f16)
-//! by the kernels (`gemm_bf16`, `axpy_bf16`, ...), never widened into a copy.
+//! added into all `group` outputs (`Kernels::mix_rows_*`). Keys and values are read in the stored
+//! type (f32, bf16, f16) by the kernels (`gemm_bf16`, `mix_rows_bf16`, ...), never widened into
+//! a copy.
 //!
 //! A layout hands its rows out as chunks of consecutive positions: one chunk for the contiguous
 //! cache, one per block for the paged one. Costs: two passes over the chunks (keys, then

@@ -23,6 +23,7 @@
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
 mod isa;
+mod mix;
 pub mod panel;
 pub mod q8;
 pub mod scalar;

@@ -33,6 +33,18 @@ pub(crate) trait Elem: Copy {
     fn to_f32(self) -> f32;
 }
 
+impl<E: Elem> crate::mix::LoadLanes<Neon> for E {
+    #[inline(always)]
+    unsafe fn load(p: *const E) -> float32x4_t {
+        // SAFETY: the caller's contract is load4's.
+        unsafe { E::load4(p) }
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        Elem::to_f32(self)
+    }
+}
+
 impl Elem for f32 {
     #[inline(always)]
     unsafe fn load4(p: *const f32) -> float32x4_t {
@@ -200,58 +212,11 @@ pub fn dequant_q4(_: Neon, bytes: &[u8], scale: f32, zero_scaled: f32, dst: &mut
     crate::scalar::dequant_q4(bytes, scale, zero_scaled, dst)
 }
 
-/// Up to 4 output rows at a time, 16 columns (four vectors) per pass over the value rows: 16
-/// accumulators, each value vector loaded once for all of them.
+/// 16 columns (four vectors) × up to 4 query heads per pass: 16 accumulators ([`crate::mix`]).
 #[target_feature(enable = "neon")]
-#[allow(clippy::needless_range_loop)] // index loops over the register tile read clearer here
 unsafe fn mix_rows_imp<E: Elem>(p: &[f32], ldp: usize, v: &[E], d: usize, out: &mut [f32]) {
-    let (groups, n) = crate::scalar::mix_rows_shape(p.len(), ldp, v.len(), d, out.len());
-    let (pp, vp, op) = (p.as_ptr(), v.as_ptr(), out.as_mut_ptr());
-    for g0 in (0..groups).step_by(4) {
-        let gn = (groups - g0).min(4);
-        let mut c = 0;
-        // SAFETY (whole loop): columns c..c+16 < d of rows g0..g0+gn of out, of every value
-        // row, and the weights (g0+g)·ldp + i exist (mix_rows_shape).
-        while c + 16 <= d {
-            unsafe {
-                let mut acc = [[vdupq_n_f32(0.0); 4]; 4];
-                for g in 0..gn {
-                    for u in 0..4 {
-                        acc[g][u] = vld1q_f32(op.add((g0 + g) * d + c + 4 * u));
-                    }
-                }
-                for i in 0..n {
-                    let row = vp.add(i * d + c);
-                    let vv = [
-                        E::load4(row),
-                        E::load4(row.add(4)),
-                        E::load4(row.add(8)),
-                        E::load4(row.add(12)),
-                    ];
-                    for g in 0..gn {
-                        let a = vdupq_n_f32(*pp.add((g0 + g) * ldp + i));
-                        for u in 0..4 {
-                            acc[g][u] = vfmaq_f32(acc[g][u], a, vv[u]);
-                        }
-                    }
-                }
-                for g in 0..gn {
-                    for u in 0..4 {
-                        vst1q_f32(op.add((g0 + g) * d + c + 4 * u), acc[g][u]);
-                    }
-                }
-            }
-            c += 16;
-        }
-        for c in c..d {
-            for g in g0..g0 + gn {
-                let o = &mut out[g * d + c];
-                for i in 0..n {
-                    *o = p[g * ldp + i].mul_add(v[i * d + c].to_f32(), *o);
-                }
-            }
-        }
-    }
+    // SAFETY: this function runs with neon.
+    unsafe { crate::mix::mix_rows::<Neon, E, 4>(p, ldp, v, d, out) }
 }
 
 /// See [`crate::Kernels::mix_rows_f32`].

@@ -27,11 +27,6 @@ pub fn dequant_fp8(_: Avx2Fma, format: Fp8Format, codes: &[u8], scale: f32, dst:
 unsafe fn dequant_fp8_imp<const E4M3: bool>(codes: &[u8], scale: f32, dst: &mut [f32]) {
     let n = codes.len();
     let s = _mm256_set1_ps(if E4M3 { scale * 256.0 } else { scale });
-    let format = if E4M3 {
-        Fp8Format::E4M3
-    } else {
-        Fp8Format::E5M2
-    };
     let mut i = 0;
     while i + 16 <= n {
         // SAFETY: i + 16 <= n = codes.len() = dst.len().
@@ -49,9 +44,12 @@ unsafe fn dequant_fp8_imp<const E4M3: bool>(codes: &[u8], scale: f32, dst: &mut 
         }
         i += 16;
     }
-    for (d, &c) in dst[i..].iter_mut().zip(&codes[i..]) {
-        *d = scalar::fp8_to_f32(format, c) * scale;
-    }
+    let format = if E4M3 {
+        Fp8Format::E4M3
+    } else {
+        Fp8Format::E5M2
+    };
+    scalar::dequant_fp8(format, &codes[i..], scale, &mut dst[i..]);
 }
 
 /// See [`crate::Kernels::dequant_q4`].

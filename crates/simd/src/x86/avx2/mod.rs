@@ -32,6 +32,18 @@ pub(crate) trait Elem: Copy {
     fn to_f32(self) -> f32;
 }
 
+impl<E: Elem> crate::mix::LoadLanes<Avx2Fma> for E {
+    #[inline(always)]
+    unsafe fn load(p: *const E) -> __m256 {
+        // SAFETY: the caller's contract is load8's.
+        unsafe { E::load8(p) }
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        Elem::to_f32(self)
+    }
+}
+
 impl Elem for f32 {
     #[inline(always)]
     unsafe fn load8(p: *const f32) -> __m256 {

@@ -117,78 +117,11 @@ pub fn widen_f16(_: Avx2Fma, src: &[f16], dst: &mut [f32]) {
     unsafe { widen_imp(src, dst) }
 }
 
-/// Up to 4 output rows at a time, 16 columns (two vectors) per pass over the value rows: 8
-/// accumulators, each value vector loaded once for all of them.
+/// 16 columns (two vectors) × up to 4 query heads per pass: 8 accumulators ([`crate::mix`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn mix_rows_imp<E: Elem>(p: &[f32], ldp: usize, v: &[E], d: usize, out: &mut [f32]) {
-    let (groups, n) = crate::scalar::mix_rows_shape(p.len(), ldp, v.len(), d, out.len());
-    let mut g = 0;
-    // SAFETY (all calls): rows g..g+G of out and p exist, see mix_rows_shape.
-    while g + 4 <= groups {
-        unsafe { mix_group::<E, 4>(p, ldp, v, d, n, g, out) };
-        g += 4;
-    }
-    match groups - g {
-        3 => unsafe { mix_group::<E, 3>(p, ldp, v, d, n, g, out) },
-        2 => unsafe { mix_group::<E, 2>(p, ldp, v, d, n, g, out) },
-        1 => unsafe { mix_group::<E, 1>(p, ldp, v, d, n, g, out) },
-        _ => {}
-    }
-}
-
-/// Output rows `g0..g0+G`.
-///
-/// # Safety
-/// `(groups, n)` came from `mix_rows_shape` and `g0 + G <= groups`; the CPU has the level.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::needless_range_loop)] // index loops over the register tile read clearer here
-unsafe fn mix_group<E: Elem, const G: usize>(
-    p: &[f32],
-    ldp: usize,
-    v: &[E],
-    d: usize,
-    n: usize,
-    g0: usize,
-    out: &mut [f32],
-) {
-    let (pp, vp, op) = (p.as_ptr(), v.as_ptr(), out.as_mut_ptr());
-    let mut c = 0;
-    // SAFETY (whole loop): columns c..c+16 < d of rows g0..g0+G of out, of every value row, and
-    // the weights (g0+g)·ldp + i exist (caller's contract).
-    while c + 16 <= d {
-        unsafe {
-            let mut acc = [[_mm256_setzero_ps(); 2]; G];
-            for g in 0..G {
-                let o = op.add((g0 + g) * d + c);
-                acc[g] = [_mm256_loadu_ps(o), _mm256_loadu_ps(o.add(8))];
-            }
-            for i in 0..n {
-                let row = vp.add(i * d + c);
-                let (v0, v1) = (E::load8(row), E::load8(row.add(8)));
-                for g in 0..G {
-                    let a = _mm256_set1_ps(*pp.add((g0 + g) * ldp + i));
-                    acc[g][0] = _mm256_fmadd_ps(a, v0, acc[g][0]);
-                    acc[g][1] = _mm256_fmadd_ps(a, v1, acc[g][1]);
-                }
-            }
-            for g in 0..G {
-                let o = op.add((g0 + g) * d + c);
-                _mm256_storeu_ps(o, acc[g][0]);
-                _mm256_storeu_ps(o.add(8), acc[g][1]);
-            }
-        }
-        c += 16;
-    }
-    // Columns past the last 16: the same chain, one column at a time.
-    for c in c..d {
-        for g in 0..G {
-            let o = &mut out[(g0 + g) * d + c];
-            for i in 0..n {
-                *o = p[(g0 + g) * ldp + i].mul_add(v[i * d + c].to_f32(), *o);
-            }
-        }
-    }
+    // SAFETY: this function runs with the level.
+    unsafe { crate::mix::mix_rows::<Avx2Fma, E, 2>(p, ldp, v, d, out) }
 }
 
 /// See [`crate::Kernels::mix_rows_f32`].
