@@ -221,6 +221,14 @@ impl Kernels {
         dispatch!(self, gemm_q8x16_q8(w, scales, x, out))
     }
 
+    /// `acts = x (n_tok, k)` quantized to int8 in blocks of `block` with group sums over
+    /// `group`: [`Q8Acts::quantize`]'s result, bit for bit, with the blocks on this level.
+    pub fn quantize_q8(&self, x: &[f32], k: usize, block: usize, group: usize, acts: &mut Q8Acts) {
+        acts.quantize_by(x, k, block, group, |x, block, xq, xs, isum| {
+            dispatch!(self, quantize_q8(x, block, xq, xs, isum))
+        })
+    }
+
     /// `dst[i] = src[i]` widened to f32, exactly (a BF16 weight block for the prefill matmul).
     pub fn widen_bf16(&self, src: &[bf16], dst: &mut [f32]) {
         dispatch!(self, widen_bf16(src, dst))

@@ -70,8 +70,22 @@ impl Q8Acts {
     /// Quantizes `x (n_tok, k)` in blocks of `block` inputs, with group sums over `group`.
     ///
     /// Panics unless `block` is 8, 16 or 32, `group` is a multiple of `block` and `k` of `group`.
-    /// Non-finite inputs give non-finite scales (NaN outputs downstream), never a panic.
+    /// An infinite input gives an infinite block scale (NaN outputs downstream) and NaN inputs
+    /// quantize to 0; never a panic.
     pub fn quantize(&mut self, x: &[f32], k: usize, block: usize, group: usize) {
+        self.quantize_by(x, k, block, group, crate::scalar::quantize_q8);
+    }
+
+    /// [`Q8Acts::quantize`] with the blocks quantized by `blocks` (the scalar twin or a vector
+    /// level's `quantize_q8`, which return the same bits); the group sums are computed here.
+    pub(crate) fn quantize_by(
+        &mut self,
+        x: &[f32],
+        k: usize,
+        block: usize,
+        group: usize,
+        blocks_fn: impl FnOnce(&[f32], usize, &mut [i8], &mut [f32], &mut [i32]),
+    ) {
         assert!(
             matches!(block, 8 | 16 | 32),
             "Q8Acts: block {block} is not 8, 16 or 32"
@@ -87,23 +101,7 @@ impl Q8Acts {
         self.xs.resize(n_tok * blocks, 0.0);
         self.isum.resize(n_tok * blocks, 0);
         self.gsum.resize(n_tok * groups, 0.0);
-        for (b, (xb, qb)) in x
-            .chunks_exact(block)
-            .zip(self.xq.chunks_exact_mut(block))
-            .enumerate()
-        {
-            let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let sx = amax / 127.0;
-            let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-            let mut sum = 0i32;
-            for (q, v) in qb.iter_mut().zip(xb) {
-                // `as` saturates (NaN → 0); |v·inv| ≤ 127 up to rounding, the clamp makes it sure.
-                *q = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
-                sum += *q as i32;
-            }
-            self.xs[b] = sx;
-            self.isum[b] = sum;
-        }
+        blocks_fn(x, block, &mut self.xq, &mut self.xs, &mut self.isum);
         let per_group = group / block;
         for (g, gs) in self.gsum.iter_mut().enumerate() {
             let b0 = g * per_group;
@@ -281,4 +279,16 @@ fn q8_shape_check(x: &Q8Acts, out_len: usize, w_len: usize, chunks: usize) -> (u
         "integer gemm: w has {n_tiles} tiles for {rows} rows"
     );
     (rows, n_tiles)
+}
+
+/// Shape checks of [`crate::Kernels::quantize_q8`]'s block kernels.
+pub(crate) fn quantize_shape(x: &[f32], block: usize, xq: &[i8], xs: &[f32], isum: &[i32]) {
+    assert!(
+        matches!(block, 8 | 16 | 32) && x.len().is_multiple_of(block),
+        "quantize_q8: x is not whole blocks of 8, 16 or 32"
+    );
+    assert!(
+        xq.len() == x.len() && xs.len() == x.len() / block && isum.len() == xs.len(),
+        "quantize_q8: xq is not x's length or xs/isum not one per block"
+    );
 }

@@ -1,7 +1,7 @@
 //! Scalar twins of every kernel: the fallback and the test oracle. Written for clarity, not speed.
 
 use crate::panel::{panel_shape, PanelActs, PANEL_K_BLOCK, TOKEN_TILE};
-use crate::q8::{q4x16_shape, q8x16_shape, Q8Acts, CHUNK_BYTES, TILE_ROWS};
+use crate::q8::{q4x16_shape, q8x16_shape, quantize_shape, Q8Acts, CHUNK_BYTES, TILE_ROWS};
 use crate::Fp8Format;
 use half::{bf16, f16};
 
@@ -357,6 +357,29 @@ pub fn fp8_to_f32(format: Fp8Format, code: u8) -> f32 {
         sign * (man / scale) * 2f32.powi(1 - bias)
     } else {
         sign * (1.0 + man / scale) * 2f32.powi(exp - bias)
+    }
+}
+
+/// The definition of int8 activation quantization (see [`crate::q8`]): per block of `block`
+/// inputs, `sx = absmax/127` (NaN inputs ignored), codes `round_ties_even(x·127/absmax)` clamped
+/// to ±127 (NaN products give 0), and the codes' sum.
+pub fn quantize_q8(x: &[f32], block: usize, xq: &mut [i8], xs: &mut [f32], isum: &mut [i32]) {
+    quantize_shape(x, block, xq, xs, isum);
+    for (b, (xb, qb)) in x
+        .chunks_exact(block)
+        .zip(xq.chunks_exact_mut(block))
+        .enumerate()
+    {
+        let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, v) in qb.iter_mut().zip(xb) {
+            // `as` saturates (NaN → 0); |v·inv| ≤ 127 up to rounding, the clamp makes it sure.
+            *q = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+            sum += *q as i32;
+        }
+        xs[b] = amax / 127.0;
+        isum[b] = sum;
     }
 }
 

@@ -36,7 +36,7 @@ proptest! {
         groups in 1usize..4,
         group in prop::sample::select(&[8usize, 16, 24, 32, 64, 128][..]),
         rows in 1usize..40,
-        n_tok in 0usize..7,
+        n_tok in 0usize..40,
         seed in any::<u64>(),
     ) {
         let k = groups * group;
@@ -90,7 +90,7 @@ proptest! {
         blocks in 1usize..12,
         block in prop::sample::select(&[8usize, 16, 32][..]),
         rows in 1usize..40,
-        n_tok in 0usize..7,
+        n_tok in 0usize..40,
         seed in any::<u64>(),
     ) {
         let k = blocks * block;
@@ -129,6 +129,45 @@ proptest! {
             let mut got = vec![0.0; rows * n_tok];
             nano_infer_simd::x86::avx2::gemm_q8x16_q8(t, &w, &ts, &xa, &mut got);
             same_bits(&got, &want, "avx2 gemm_q8x16_q8");
+        }
+    }
+
+    /// `Kernels::quantize_q8` is `Q8Acts::quantize` bit for bit on every level, special values
+    /// included: NaN (ignored by the block maximum, code 0), ±inf (infinite scale), ±0, tiny
+    /// subnormal maxima (127/amax overflows to inf) and values that round to ±127.5.
+    #[test]
+    fn quantize_every_level(
+        block in prop::sample::select(&[8usize, 16, 32][..]),
+        groups in 1usize..4,
+        n_tok in 0usize..4,
+        specials in prop::collection::vec((any::<u16>(), 0usize..8), 0..6),
+        seed in any::<u64>(),
+    ) {
+        let (group, k) = (2 * block, 2 * block * groups);
+        let mut rng = Rng::new(seed);
+        let mut x = acts(&mut rng, n_tok * k);
+        let pool = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 1e-45, 127.5, -0.5, 2.5];
+        for (at, which) in specials {
+            if !x.is_empty() {
+                let i = at as usize % x.len();
+                x[i] = pool[which];
+            }
+        }
+        let mut want = Q8Acts::new();
+        want.quantize(&x, k, block, group);
+        for kern in vector_levels() {
+            let mut got = Q8Acts::new();
+            kern.quantize_q8(&x, k, block, group, &mut got);
+            prop_assert_eq!(got.codes(), want.codes(), "{} codes", kern.isa());
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits(got.scales()), bits(want.scales()), "{} scales", kern.isa());
+            let mut out_got = vec![0.0; 3 * n_tok];
+            let mut out_want = vec![0.0; 3 * n_tok];
+            let w = pack_q4x16(&vec![5u8; 3 * k], 3, k);
+            let p = tile_params(&vec![0.25; 3 * groups], 3, groups);
+            kern.gemm_q4x16_q8(&w, &p, &p, group, &got, &mut out_got);
+            kern.gemm_q4x16_q8(&w, &p, &p, group, &want, &mut out_want);
+            same_bits(&out_got, &out_want, "q4x16 over both quantizations (sums, group sums)");
         }
     }
 

@@ -207,6 +207,19 @@ pub fn dequant_fp8(_: Neon, format: crate::Fp8Format, codes: &[u8], scale: f32, 
     crate::scalar::dequant_fp8(format, codes, scale, dst)
 }
 
+/// See [`crate::Kernels::quantize_q8`]: the scalar twin, which compiles to `frintn` and
+/// `fmaxnm` here.
+pub fn quantize_q8(
+    _: Neon,
+    x: &[f32],
+    block: usize,
+    xq: &mut [i8],
+    xs: &mut [f32],
+    isum: &mut [i32],
+) {
+    crate::scalar::quantize_q8(x, block, xq, xs, isum)
+}
+
 /// See [`crate::Kernels::dequant_q4`]: the scalar twin for now, as [`dequant_fp8`].
 pub fn dequant_q4(_: Neon, bytes: &[u8], scale: f32, zero_scaled: f32, dst: &mut [f32]) {
     crate::scalar::dequant_q4(bytes, scale, zero_scaled, dst)

@@ -9,7 +9,7 @@
 //! widening runs once per chunk.
 
 use super::Avx2Fma;
-use crate::q8::{q4x16_shape, q8x16_shape, Q8Acts, CHUNK_BYTES, TILE_ROWS};
+use crate::q8::{q4x16_shape, q8x16_shape, quantize_shape, Q8Acts, CHUNK_BYTES, TILE_ROWS};
 use core::arch::x86_64::*;
 
 const T: usize = 2;
@@ -225,5 +225,82 @@ unsafe fn q8_tile<const N: usize>(
                 _mm256_storeu_ps(res[t].as_mut_ptr().add(8 * h), _mm256_mul_ps(acc[t][h], s))
             };
         }
+    }
+}
+
+/// See [`crate::Kernels::quantize_q8`]: 8 inputs per vector, the same operations as the scalar
+/// twin (`vmaxps` with the running maximum second ignores NaN as `f32::max` does; `vroundps` to
+/// nearest is ties-to-even), so the same bits.
+pub fn quantize_q8(
+    _: Avx2Fma,
+    x: &[f32],
+    block: usize,
+    xq: &mut [i8],
+    xs: &mut [f32],
+    isum: &mut [i32],
+) {
+    quantize_shape(x, block, xq, xs, isum);
+    // SAFETY: the token proves avx2; quantize_shape checked the lengths and that `block` is
+    // 8, 16 or 32.
+    unsafe {
+        match block {
+            8 => quantize_q8_imp::<1>(x, xq, xs, isum),
+            16 => quantize_q8_imp::<2>(x, xq, xs, isum),
+            _ => quantize_q8_imp::<4>(x, xq, xs, isum),
+        }
+    }
+}
+
+/// Blocks of `8·PER` inputs.
+///
+/// # Safety
+/// AVX2 is available; the lengths are as `quantize_shape` checks for `block = 8·PER`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_q8_imp<const PER: usize>(
+    x: &[f32],
+    xq: &mut [i8],
+    xs: &mut [f32],
+    isum: &mut [i32],
+) {
+    let sign = _mm256_set1_ps(-0.0);
+    let (lo, hi) = (_mm256_set1_ps(-127.0), _mm256_set1_ps(127.0));
+    let block = 8 * PER;
+    for b in 0..xs.len() {
+        let mut v = [_mm256_setzero_ps(); PER];
+        let mut m = _mm256_setzero_ps();
+        for (j, v) in v.iter_mut().enumerate() {
+            // SAFETY: inputs b·block + 8j .. +8 exist (whole blocks).
+            *v = unsafe { _mm256_loadu_ps(x.as_ptr().add(b * block + 8 * j)) };
+            m = _mm256_max_ps(_mm256_andnot_ps(sign, *v), m);
+        }
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+        let inv = _mm256_set1_ps(if amax > 0.0 { 127.0 / amax } else { 0.0 });
+        let mut sum = _mm256_setzero_si256();
+        for (j, v) in v.iter().enumerate() {
+            let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm256_mul_ps(*v, inv),
+            );
+            let r = _mm256_and_ps(r, _mm256_cmp_ps::<_CMP_ORD_Q>(r, r));
+            let q = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
+            sum = _mm256_add_epi32(sum, q);
+            let q16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
+            // SAFETY: codes b·block + 8j .. +8 exist.
+            unsafe {
+                _mm_storel_epi64(
+                    xq.as_mut_ptr().add(b * block + 8 * j).cast(),
+                    _mm_packs_epi16(q16, q16),
+                )
+            };
+        }
+        let s = _mm_add_epi32(
+            _mm256_castsi256_si128(sum),
+            _mm256_extracti128_si256::<1>(sum),
+        );
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        xs[b] = amax / 127.0;
+        isum[b] = _mm_cvtsi128_si32(s);
     }
 }

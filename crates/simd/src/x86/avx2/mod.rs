@@ -14,7 +14,7 @@ mod vec;
 pub use dequant::{dequant_fp8, dequant_q4};
 pub use fp8::gemm_fp8;
 pub use gemm::{gemm_bf16, gemm_f16, gemm_f32, gemm_panel, gemm_q4};
-pub use int8::{gemm_q4x16_q8, gemm_q8x16_q8};
+pub use int8::{gemm_q4x16_q8, gemm_q8x16_q8, quantize_q8};
 pub use vec::{
     axpy, axpy_bf16, axpy_f16, dot_bf16, dot_f16, dot_f32, mix_rows_bf16, mix_rows_f16,
     mix_rows_f32, rms_norm, silu_mul, softmax, widen_bf16, widen_f16,

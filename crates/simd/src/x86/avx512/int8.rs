@@ -6,10 +6,13 @@
 //! `vpdpbusd`. q8: signed weights become unsigned by flipping the top bit (`w + 128`), and the
 //! `128·Σxq` this adds is subtracted per block from the exact integer sum.
 //!
-//! Per token a tile keeps two integer accumulators (low/high nibbles), one f32 group accumulator
-//! and one f32 output; blocks start fresh integer accumulators, so the out-of-order core overlaps
-//! consecutive blocks and only the f32 chain (one FMA per block) is carried. Prefill runs 4 tokens
-//! per pass over a tile (the tile, `16·k/2` bytes, stays in L2 between passes).
+//! Decode (`q4_tile`): per token a tile keeps two integer accumulators (low/high nibbles), one
+//! f32 group accumulator and one f32 output; blocks start fresh integer accumulators, so the
+//! out-of-order core overlaps consecutive blocks and only the f32 chain (one FMA per block) is
+//! carried. Prefill (`q4_tile_wide`) runs 12 tokens per pass over a tile (the tile, `16·k/2`
+//! bytes, stays in L1/L2 between passes). Sapphire Rapids issues `vpdpbusd` zmm on two ports
+//! (5.4 G/s per core measured here, as many as `vfmadd`), so the prefill kernel is bounded by
+//! the other vector operations sharing those ports, not by the dot products themselves.
 //!
 //! CPUs with AVX-512 but no VNNI (Skylake-X) use the AVX2 level's `vpmaddubsw` version.
 
@@ -19,6 +22,8 @@ use crate::x86::avx2;
 use core::arch::x86_64::*;
 
 const T: usize = 4;
+/// Tokens per pass of [`q4_tile_wide`] (prefill).
+const WIDE: usize = 12;
 
 /// See [`crate::Kernels::gemm_q4x16_q8`].
 pub fn gemm_q4x16_q8(
@@ -46,11 +51,14 @@ pub fn gemm_q4x16_q8(
                 group,
                 groups,
             };
-            let mut res = [[0f32; TILE_ROWS]; T];
+            let mut res = [[0f32; TILE_ROWS]; WIDE];
             // SAFETY: the token and the feature check prove avx512f/bw/vl + vnni; q4x16_shape
             // checked that the tile, its parameters and tokens t0.. exist.
             let n = unsafe {
-                if x.n_tok - t0 >= T {
+                if x.n_tok - t0 >= WIDE {
+                    q4_tile_wide::<WIDE>(&p, x, t0, &mut res);
+                    WIDE
+                } else if x.n_tok - t0 >= T {
                     q4_tile::<T>(&p, x, t0, &mut res);
                     T
                 } else {
@@ -90,7 +98,7 @@ unsafe fn q4_tile<const N: usize>(
     p: &Q4Tile<'_>,
     x: &Q8Acts,
     t0: usize,
-    res: &mut [[f32; TILE_ROWS]; T],
+    res: &mut [[f32; TILE_ROWS]; WIDE],
 ) {
     let (k, block) = (x.k, x.block);
     let blocks = k / block;
@@ -145,6 +153,83 @@ unsafe fn q4_tile<const N: usize>(
     for t in 0..N {
         // SAFETY: res[t] holds 16 floats.
         unsafe { _mm512_storeu_ps(res[t].as_mut_ptr(), acc[t]) };
+    }
+}
+
+/// Tokens `t0..t0+N` of one tile into `res[t][row]`, for many tokens: both nibble halves of a
+/// chunk go into one integer accumulator per token (an exact sum either way), so a block costs
+/// one conversion and one FMA per token, and the chunk's unpacking is shared by `N` tokens: ~1.4
+/// vector operations per `vpdpbusd` against ~1.75 in [`q4_tile`] (1.24× in a one-core
+/// microbenchmark, 96 × 2560 weights × 128 tokens: 194 vs 157 G multiply-adds/s). With 8
+/// dependent `vpdpbusd` per token and block, 12 tokens keep both ports busy through their
+/// latency. Same float operations in the same order as [`q4_tile`] and the scalar twin.
+///
+/// # Safety
+/// As [`q4_tile`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)]
+unsafe fn q4_tile_wide<const N: usize>(
+    p: &Q4Tile<'_>,
+    x: &Q8Acts,
+    t0: usize,
+    res: &mut [[f32; TILE_ROWS]; WIDE],
+) {
+    let (k, block) = (x.k, x.block);
+    let blocks = k / block;
+    let per_group = p.group / block;
+    let mask = _mm512_set1_epi8(0x0f);
+    let wp = p.w.as_ptr();
+    // SAFETY: token t0 exists, so its row start is in bounds.
+    let xq = unsafe { x.xq.as_ptr().add(t0 * k) };
+    // The f32 outputs live in `res` (touched once per group), leaving the registers to the
+    // integer and block accumulators.
+    for r in res[..N].iter_mut() {
+        *r = [0.0; TILE_ROWS];
+    }
+    let mut c = 0;
+    for g in 0..p.groups {
+        let mut ga = [_mm512_setzero_ps(); N];
+        for b in g * per_group..(g + 1) * per_group {
+            let mut dot = [_mm512_setzero_si512(); N];
+            for _ in 0..block / 8 {
+                // SAFETY: chunk c < k/8 of the tile; bytes 8c..8c+8 of each token row exist.
+                unsafe {
+                    let v = _mm512_loadu_si512(wp.add(c * CHUNK_BYTES).cast());
+                    let ql = _mm512_and_si512(v, mask);
+                    let qh = _mm512_and_si512(_mm512_srli_epi16::<4>(v), mask);
+                    for t in 0..N {
+                        let xp = xq.add(t * k + 8 * c);
+                        let xl = _mm512_set1_epi32(xp.cast::<i32>().read_unaligned());
+                        let xh = _mm512_set1_epi32(xp.add(4).cast::<i32>().read_unaligned());
+                        dot[t] = _mm512_dpbusd_epi32(dot[t], ql, xl);
+                        dot[t] = _mm512_dpbusd_epi32(dot[t], qh, xh);
+                    }
+                }
+                c += 1;
+            }
+            for t in 0..N {
+                // SAFETY: block b of token t0+t exists.
+                let sx = unsafe { *x.xs.get_unchecked((t0 + t) * blocks + b) };
+                ga[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[t]), _mm512_set1_ps(sx), ga[t]);
+            }
+        }
+        // SAFETY: parameter row g of the tile holds 16 floats.
+        let (s, z) = unsafe {
+            (
+                _mm512_loadu_ps(p.s.as_ptr().add(g * TILE_ROWS)),
+                _mm512_loadu_ps(p.z.as_ptr().add(g * TILE_ROWS)),
+            )
+        };
+        for t in 0..N {
+            // SAFETY: group g of token t0+t exists.
+            let gs = unsafe { *x.gsum.get_unchecked((t0 + t) * p.groups + g) };
+            let r = res[t].as_mut_ptr();
+            // SAFETY: res[t] holds 16 floats.
+            unsafe {
+                let acc = _mm512_fmadd_ps(s, ga[t], _mm512_loadu_ps(r));
+                _mm512_storeu_ps(r, _mm512_fnmadd_ps(z, _mm512_set1_ps(gs), acc));
+            }
+        }
     }
 }
 

@@ -58,6 +58,18 @@ pub fn dequant_fp8(t: Avx512, format: crate::Fp8Format, codes: &[u8], scale: f32
     avx2::dequant_fp8(t.avx2(), format, codes, scale, dst)
 }
 
+/// See [`crate::Kernels::quantize_q8`]: a few percent of an int8 matmul, the AVX2 loop serves.
+pub fn quantize_q8(
+    t: Avx512,
+    x: &[f32],
+    block: usize,
+    xq: &mut [i8],
+    xs: &mut [f32],
+    isum: &mut [i32],
+) {
+    avx2::quantize_q8(t.avx2(), x, block, xq, xs, isum)
+}
+
 /// See [`crate::Kernels::dequant_q4`]: a small share of prefill, the AVX2 loop serves.
 pub fn dequant_q4(t: Avx512, bytes: &[u8], scale: f32, zero_scaled: f32, dst: &mut [f32]) {
     avx2::dequant_q4(t.avx2(), bytes, scale, zero_scaled, dst)
