@@ -101,6 +101,14 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "SIZE", default_value = "3GiB")]
     offload_budget: String,
 
+    /// Element type of the KV cache (f32, bf16, f16); f16 is the CLI's default.
+    #[arg(long, default_value = "f16")]
+    kv_type: String,
+
+    /// Also run every AWQ model with int8 activations (`--awq-int8`), as rows `<label> int8`.
+    #[arg(long)]
+    awq_int8: bool,
+
     /// Synthetic formats that get an offload row.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [WeightFormat::Bf16])]
     offload_formats: Vec<WeightFormat>,
@@ -153,12 +161,37 @@ fn synth_model(root: &Path, fmt: WeightFormat, no_synth: bool) -> Result<PathBuf
     Ok(here)
 }
 
+/// One benchmark configuration: a row of the report.
+#[derive(Clone)]
+struct Config<'a> {
+    label: String,
+    dir: &'a Path,
+    threads: usize,
+    /// `--max-memory` of an offload row.
+    max_memory: Option<u64>,
+    awq_int8: bool,
+}
+
+/// Whether the checkpoint in `dir` is AWQ (`quantization_config.quant_method`).
+fn is_awq(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|c| {
+            c["quantization_config"]["quant_method"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .is_some_and(|m| m.eq_ignore_ascii_case("awq"))
+}
+
 /// One configuration in a fresh child process, under `max_memory` bytes if given.
 fn run_child(
     args: &BenchArgs,
     model: &Path,
     threads: usize,
     max_memory: Option<u64>,
+    awq_int8: bool,
 ) -> Result<OneResult> {
     let prompts: Vec<String> = args.prompt.iter().map(|p| p.to_string()).collect();
     let mut cmd = Command::new(std::env::current_exe()?);
@@ -171,7 +204,12 @@ fn run_child(
         .arg(prompts.join(","))
         .arg("--decode")
         .arg(args.decode.to_string())
+        .arg("--kv-type")
+        .arg(&args.kv_type)
         .stderr(Stdio::inherit());
+    if awq_int8 {
+        cmd.arg("--awq-int8");
+    }
     if let Some(isa) = &args.isa {
         cmd.arg("--isa").arg(isa);
     }
@@ -207,13 +245,14 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
         ),
     };
     let root = repo_root();
-    // (label, directory, whether it also gets an offload row)
-    let models: Vec<(String, PathBuf, bool)> = if args.models.is_empty() {
+    // (label, directory, whether it also gets an offload row, whether it is AWQ)
+    let models: Vec<(String, PathBuf, bool, bool)> = if args.models.is_empty() {
         args.formats
             .iter()
             .map(|&f| {
                 let dir = synth_model(&root, f, args.no_synth)?;
-                Ok((format_name(f), dir, args.offload_formats.contains(&f)))
+                let offload = args.offload_formats.contains(&f);
+                Ok((format_name(f), dir, offload, f == WeightFormat::Awq))
             })
             .collect::<Result<_>>()?
     } else {
@@ -228,7 +267,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
                 let label = d
                     .file_name()
                     .map_or_else(|| d.display().to_string(), |n| n.to_string_lossy().into());
-                Ok((label, d.clone(), true))
+                Ok((label, d.clone(), true, is_awq(d)))
             })
             .collect::<Result<_>>()?
     };
@@ -286,24 +325,39 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
     // complete table (with fewer repeats).
     // Each budget row follows the unbudgeted row of the same model and thread count, which is
     // what the report compares it with.
-    let configs: Vec<(String, &Path, usize, Option<u64>)> = models
+    let configs: Vec<Config> = models
         .iter()
-        .flat_map(|(label, dir, offload)| {
+        .flat_map(|(label, dir, offload, awq)| {
             threads.iter().flat_map(move |&t| {
-                let plain = (label.clone(), dir.as_path(), t, None);
+                let plain = Config {
+                    label: label.clone(),
+                    dir,
+                    threads: t,
+                    max_memory: None,
+                    awq_int8: false,
+                };
                 let budgeted = budget.filter(|_| *offload).map(|b| {
                     let size = nano_infer::offload::format_size(b).replace(' ', "");
-                    (format!("{label} @{size}"), dir.as_path(), t, Some(b))
+                    Config {
+                        label: format!("{label} @{size}"),
+                        max_memory: Some(b),
+                        ..plain.clone()
+                    }
                 });
-                std::iter::once(plain).chain(budgeted)
+                let int8 = (args.awq_int8 && *awq).then(|| Config {
+                    label: format!("{label} int8"),
+                    awq_int8: true,
+                    ..plain.clone()
+                });
+                std::iter::once(plain.clone()).chain(budgeted).chain(int8)
             })
         })
         .collect();
     let mut samples: Vec<Vec<OneResult>> = vec![Vec::new(); configs.len()];
     for r in 0..args.repeat.get() {
-        for (i, (label, dir, t, max_memory)) in configs.iter().enumerate() {
-            let (dir, t) = (*dir, *t);
-            let s = run_child(args, dir, t, *max_memory)?;
+        for (i, c) in configs.iter().enumerate() {
+            let (label, t) = (&c.label, c.threads);
+            let s = run_child(args, c.dir, t, c.max_memory, c.awq_int8)?;
             eprintln!(
                 "bench: run {}/{}, {label}, {t} threads: load {:.2} s, prefill {}, decode {}",
                 r + 1,
@@ -322,8 +376,8 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
                 .iter()
                 .zip(&samples)
                 .filter(|(_, s)| !s.is_empty())
-                .map(|((label, _, t, _), s)| {
-                    let t = *t;
+                .map(|(c, s)| {
+                    let (label, t) = (&c.label, c.threads);
                     let bw = report
                         .bandwidth
                         .iter()

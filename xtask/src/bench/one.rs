@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use nano_infer::qwen3::{Isa, KvDtype, LoadOptions, Model};
+use nano_infer::qwen3::{AwqActivations, Isa, KvDtype, LoadOptions, Model};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, clap::Args)]
@@ -37,6 +37,12 @@ pub(crate) struct OneArgs {
     /// Memory budget in bytes (`LoadOptions::max_memory`): layers that do not fit stream.
     #[arg(long, value_name = "BYTES")]
     pub(crate) max_memory: Option<u64>,
+    /// Element type of the KV cache (f32, bf16, f16).
+    #[arg(long, default_value = "f16")]
+    pub(crate) kv_type: String,
+    /// AWQ layers take int8 activations (`AwqActivations::Int8`, the CLI's `--awq-int8`).
+    #[arg(long)]
+    pub(crate) awq_int8: bool,
 }
 
 /// What one configuration measured. Times in seconds, sizes in bytes.
@@ -104,9 +110,18 @@ pub(crate) fn run(args: &OneArgs) -> Result<()> {
         },
     };
     let longest = args.prompt.iter().copied().max().unwrap_or(0);
+    let kv_dtype: KvDtype = args
+        .kv_type
+        .parse()
+        .with_context(|| format!("--kv-type {}", args.kv_type))?;
     let options = LoadOptions {
         isa,
-        kv_dtype: KvDtype::F32,
+        kv_dtype,
+        awq_activations: if args.awq_int8 {
+            AwqActivations::Int8
+        } else {
+            AwqActivations::F32
+        },
         ctx_size: Some(longest + args.decode + 1),
         max_memory: args.max_memory,
         // Everything else as a library user gets it by default.
