@@ -7,12 +7,18 @@
 //! 30720 and `vpmaddwd` runs once per block. q8: weights are signed, so the sign moves onto the
 //! activations (`|w|` × `sign(x, w)`, ggml's trick); a pair is at most `2·128·127 = 32512`, so the
 //! widening runs once per chunk.
+//!
+//! Decode runs `q4_tile` (1–2 tokens, both halves of a tile at once); prefill runs
+//! `q4_half_wide`, 6 tokens per pass over one 8-row half (~1.1× in a one-core microbenchmark,
+//! 96 × 2560 weights × 128 tokens: 85 vs 79 G multiply-adds/s).
 
 use super::Avx2Fma;
 use crate::q8::{q4x16_shape, q8x16_shape, quantize_shape, Q8Acts, CHUNK_BYTES, TILE_ROWS};
 use core::arch::x86_64::*;
 
 const T: usize = 2;
+/// Tokens per pass of [`q4_half_wide`] (prefill).
+const WIDE: usize = 6;
 
 /// See [`crate::Kernels::gemm_q4x16_q8`].
 pub fn gemm_q4x16_q8(
@@ -36,11 +42,16 @@ pub fn gemm_q4x16_q8(
         );
         let mut t0 = 0;
         while t0 < x.n_tok {
-            let mut res = [[0f32; TILE_ROWS]; T];
+            let mut res = [[0f32; TILE_ROWS]; WIDE];
             // SAFETY: the token proves avx2+fma; q4x16_shape checked the tile, its parameters and
             // tokens t0...
             let n = unsafe {
-                if x.n_tok - t0 >= T {
+                if x.n_tok - t0 >= WIDE {
+                    for half in 0..2 {
+                        q4_half_wide::<WIDE>(tw, ts, tz, group, x, t0, half, &mut res);
+                    }
+                    WIDE
+                } else if x.n_tok - t0 >= T {
                     q4_tile::<T>(tw, ts, tz, group, x, t0, &mut res);
                     T
                 } else {
@@ -72,7 +83,7 @@ unsafe fn q4_tile<const N: usize>(
     group: usize,
     x: &Q8Acts,
     t0: usize,
-    res: &mut [[f32; TILE_ROWS]; T],
+    res: &mut [[f32; TILE_ROWS]; WIDE],
 ) {
     let (k, block) = (x.k, x.block);
     let (blocks, groups, per_group) = (k / block, k / group, group / block);
@@ -136,6 +147,82 @@ unsafe fn q4_tile<const N: usize>(
         for h in 0..2 {
             // SAFETY: res[t] holds 16 floats.
             unsafe { _mm256_storeu_ps(res[t].as_mut_ptr().add(8 * h), acc[t][h]) };
+        }
+    }
+}
+
+/// Tokens `t0..t0+N` of rows `8·half..8·half+8` of one q4x16 tile into `res[t][row]`, for
+/// many tokens: both nibble halves of a chunk go into one i16 accumulator per token (the same
+/// block bound as in [`q4_tile`]), the chunk's unpacking is shared by `N` tokens and the outputs
+/// stay in `res` between groups, so 16 registers hold `N` = 6 tokens' integer and block
+/// accumulators. Same float operations in the same order as [`q4_tile`] and the scalar twin.
+///
+/// # Safety
+/// As [`q4_tile`]; `half` is 0 or 1.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+unsafe fn q4_half_wide<const N: usize>(
+    w: &[u8],
+    s: &[f32],
+    z: &[f32],
+    group: usize,
+    x: &Q8Acts,
+    t0: usize,
+    half: usize,
+    res: &mut [[f32; TILE_ROWS]; WIDE],
+) {
+    let (k, block) = (x.k, x.block);
+    let (blocks, groups, per_group) = (k / block, k / group, group / block);
+    let mask = _mm256_set1_epi8(0x0f);
+    let ones = _mm256_set1_epi16(1);
+    // SAFETY: the half's bytes start 32·half into the first chunk; token t0's row exists.
+    let (wp, xq) = unsafe { (w.as_ptr().add(32 * half), x.xq.as_ptr().add(t0 * k)) };
+    for r in res[..N].iter_mut() {
+        r[8 * half..8 * half + 8].fill(0.0);
+    }
+    let mut c = 0;
+    for g in 0..groups {
+        let mut ga = [_mm256_setzero_ps(); N];
+        for b in g * per_group..(g + 1) * per_group {
+            let mut a16 = [_mm256_setzero_si256(); N];
+            for _ in 0..block / 8 {
+                // SAFETY: chunk c < k/8 of the tile; bytes 8c..8c+8 of each token row exist.
+                unsafe {
+                    let v = _mm256_loadu_si256(wp.add(c * CHUNK_BYTES).cast());
+                    let ql = _mm256_and_si256(v, mask);
+                    let qh = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
+                    for t in 0..N {
+                        let xp = xq.add(t * k + 8 * c);
+                        let xl = _mm256_set1_epi32(xp.cast::<i32>().read_unaligned());
+                        let xh = _mm256_set1_epi32(xp.add(4).cast::<i32>().read_unaligned());
+                        a16[t] = _mm256_add_epi16(a16[t], _mm256_maddubs_epi16(ql, xl));
+                        a16[t] = _mm256_add_epi16(a16[t], _mm256_maddubs_epi16(qh, xh));
+                    }
+                }
+                c += 1;
+            }
+            for t in 0..N {
+                // SAFETY: block b of token t0+t exists.
+                let sx = _mm256_set1_ps(unsafe { *x.xs.get_unchecked((t0 + t) * blocks + b) });
+                let dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(a16[t], ones));
+                ga[t] = _mm256_fmadd_ps(dot, sx, ga[t]);
+            }
+        }
+        // SAFETY: parameter row g of the tile holds 16 floats.
+        let (sv, zv) = unsafe {
+            (
+                _mm256_loadu_ps(s.as_ptr().add(g * TILE_ROWS + 8 * half)),
+                _mm256_loadu_ps(z.as_ptr().add(g * TILE_ROWS + 8 * half)),
+            )
+        };
+        for t in 0..N {
+            // SAFETY: group g of token t0+t exists; res[t] holds 16 floats.
+            unsafe {
+                let gs = *x.gsum.get_unchecked((t0 + t) * groups + g);
+                let r = res[t].as_mut_ptr().add(8 * half);
+                let acc = _mm256_fmadd_ps(sv, ga[t], _mm256_loadu_ps(r));
+                _mm256_storeu_ps(r, _mm256_fnmadd_ps(zv, _mm256_set1_ps(gs), acc));
+            }
         }
     }
 }
