@@ -281,6 +281,24 @@ fn q8_shape_check(x: &Q8Acts, out_len: usize, w_len: usize, chunks: usize) -> (u
     (rows, n_tiles)
 }
 
+/// Writes a tile pass's results `res[t][i]` (token `t0 + t`, row `r0 + i`, the first `live` rows)
+/// into `out (rows, n_tok)`: row by row, so each row's tokens are one contiguous store run.
+pub(crate) fn store_tile_result(
+    res: &[[f32; TILE_ROWS]],
+    live: usize,
+    out: &mut [f32],
+    n_tok: usize,
+    r0: usize,
+    t0: usize,
+) {
+    for i in 0..live {
+        let at = (r0 + i) * n_tok + t0;
+        for (o, lanes) in out[at..at + res.len()].iter_mut().zip(res) {
+            *o = lanes[i];
+        }
+    }
+}
+
 /// Shape checks of [`crate::Kernels::quantize_q8`]'s block kernels.
 pub(crate) fn quantize_shape(x: &[f32], block: usize, xq: &[i8], xs: &[f32], isum: &[i32]) {
     assert!(

@@ -13,7 +13,9 @@
 //! 96 × 2560 weights × 128 tokens: 85 vs 79 G multiply-adds/s).
 
 use super::Avx2Fma;
-use crate::q8::{q4x16_shape, q8x16_shape, quantize_shape, Q8Acts, CHUNK_BYTES, TILE_ROWS};
+use crate::q8::{
+    q4x16_shape, q8x16_shape, quantize_shape, store_tile_result, Q8Acts, CHUNK_BYTES, TILE_ROWS,
+};
 use core::arch::x86_64::*;
 
 const T: usize = 2;
@@ -59,11 +61,7 @@ pub fn gemm_q4x16_q8(
                     1
                 }
             };
-            for (dt, lanes) in res[..n].iter().enumerate() {
-                for (i, v) in lanes[..live].iter().enumerate() {
-                    out[(r0 + i) * x.n_tok + t0 + dt] = *v;
-                }
-            }
+            store_tile_result(&res[..n], live, out, x.n_tok, r0, t0);
             t0 += n;
         }
     }
@@ -249,11 +247,7 @@ pub fn gemm_q8x16_q8(_: Avx2Fma, w: &[i8], scales: &[f32], x: &Q8Acts, out: &mut
                     1
                 }
             };
-            for (dt, lanes) in res[..n].iter().enumerate() {
-                for (i, v) in lanes[..live].iter().enumerate() {
-                    out[(r0 + i) * x.n_tok + t0 + dt] = *v;
-                }
-            }
+            store_tile_result(&res[..n], live, out, x.n_tok, r0, t0);
             t0 += n;
         }
     }

@@ -17,7 +17,7 @@
 //! CPUs with AVX-512 but no VNNI (Skylake-X) use the AVX2 level's `vpmaddubsw` version.
 
 use super::Avx512;
-use crate::q8::{q4x16_shape, q8x16_shape, Q8Acts, CHUNK_BYTES, TILE_ROWS};
+use crate::q8::{q4x16_shape, q8x16_shape, store_tile_result, Q8Acts, CHUNK_BYTES, TILE_ROWS};
 use crate::x86::avx2;
 use core::arch::x86_64::*;
 
@@ -66,11 +66,7 @@ pub fn gemm_q4x16_q8(
                     1
                 }
             };
-            for (dt, lanes) in res[..n].iter().enumerate() {
-                for (i, v) in lanes[..live].iter().enumerate() {
-                    out[(r0 + i) * x.n_tok + t0 + dt] = *v;
-                }
-            }
+            store_tile_result(&res[..n], live, out, x.n_tok, r0, t0);
             t0 += n;
         }
     }
@@ -258,11 +254,7 @@ pub fn gemm_q8x16_q8(t: Avx512, w: &[i8], scales: &[f32], x: &Q8Acts, out: &mut 
                     1
                 }
             };
-            for (dt, lanes) in res[..n].iter().enumerate() {
-                for (i, v) in lanes[..live].iter().enumerate() {
-                    out[(r0 + i) * x.n_tok + t0 + dt] = *v;
-                }
-            }
+            store_tile_result(&res[..n], live, out, x.n_tok, r0, t0);
             t0 += n;
         }
     }
