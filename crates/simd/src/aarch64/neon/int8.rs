@@ -19,7 +19,7 @@
 
 use super::Neon;
 use crate::aarch64::{dotprod, NeonDotprod};
-use crate::q8::{q4x16_shape, q8x16_shape, Q8Acts, CHUNK_BYTES, TILE_ROWS};
+use crate::q8::{q4x16_shape, q8x16_shape, store_tile_result, Q8Acts, CHUNK_BYTES, TILE_ROWS};
 use core::arch::aarch64::*;
 
 /// A 4-row integer dot: lane `i` accumulates the 4 products of bytes `4i..4i+4` of `w` and `x`.
@@ -93,9 +93,7 @@ unsafe fn store_rows(
         // SAFETY: res holds 16 floats, 4q + 4 <= 16.
         unsafe { vst1q_f32(res.as_mut_ptr().add(4 * q), *a) };
     }
-    for (i, v) in res[..live].iter().enumerate() {
-        out[(r0 + i) * n_tok + t] = *v;
-    }
+    store_tile_result(&[res], live, out, n_tok, r0, t);
 }
 
 /// q4x16 × int8 with the integer dot `D`.
