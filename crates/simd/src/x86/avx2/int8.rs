@@ -10,7 +10,9 @@
 //!
 //! Decode runs `q4_tile` (1–2 tokens, both halves of a tile at once); prefill runs
 //! `q4_half_wide`, 6 tokens per pass over one 8-row half (~1.1× in a one-core microbenchmark,
-//! 96 × 2560 weights × 128 tokens: 85 vs 79 G multiply-adds/s).
+//! 96 × 2560 weights × 128 tokens: 85 vs 79 G multiply-adds/s). Not one kernel for both: at
+//! 1–2 tokens the half passes broadcast each activation twice, and `q4_half_wide` ran decode
+//! shapes ~25% slower (2560 × 9728 from L3, 1 token: 29 vs 38).
 
 use super::Avx2Fma;
 use crate::q8::{

@@ -6,13 +6,14 @@
 //! `vpdpbusd`. q8: signed weights become unsigned by flipping the top bit (`w + 128`), and the
 //! `128·Σxq` this adds is subtracted per block from the exact integer sum.
 //!
-//! Decode (`q4_tile`): per token a tile keeps two integer accumulators (low/high nibbles), one
-//! f32 group accumulator and one f32 output; blocks start fresh integer accumulators, so the
-//! out-of-order core overlaps consecutive blocks and only the f32 chain (one FMA per block) is
-//! carried. Prefill (`q4_tile_wide`) runs 12 tokens per pass over a tile (the tile, `16·k/2`
-//! bytes, stays in L1/L2 between passes). Sapphire Rapids issues `vpdpbusd` zmm on two ports
-//! (5.4 G/s per core measured here, as many as `vfmadd`), so the prefill kernel is bounded by
-//! the other vector operations sharing those ports, not by the dot products themselves.
+//! q4 (`q4_tile`): one integer accumulator per token for both nibble halves, 12 tokens per pass
+//! in prefill (the tile, `16·k/2` bytes, stays in L1/L2 between passes), 4 or 1 otherwise.
+//! Sapphire Rapids issues `vpdpbusd` zmm on two ports (5.4 G/s per core measured here, as many
+//! as `vfmadd`), so the kernel is bounded by the other vector operations sharing those ports:
+//! ~1.4 per `vpdpbusd` at 12 tokens against ~1.75 in the earlier kernel, which kept two integer
+//! accumulators (low/high nibbles) per token and ran 4 tokens per pass (one-core
+//! microbenchmark, 96 × 2560 weights × 128 tokens: 194 vs 157 G multiply-adds/s; at decode
+//! shapes, 2560 × 9728 from L3, 1 token: 40 vs 34, 4 tokens: 125 vs 99).
 //!
 //! CPUs with AVX-512 but no VNNI (Skylake-X) use the AVX2 level's `vpmaddubsw` version.
 
@@ -22,7 +23,7 @@ use crate::x86::avx2;
 use core::arch::x86_64::*;
 
 const T: usize = 4;
-/// Tokens per pass of [`q4_tile_wide`] (prefill).
+/// Tokens per pass of [`q4_tile`] in prefill.
 const WIDE: usize = 12;
 
 /// See [`crate::Kernels::gemm_q4x16_q8`].
@@ -56,7 +57,7 @@ pub fn gemm_q4x16_q8(
             // checked that the tile, its parameters and tokens t0.. exist.
             let n = unsafe {
                 if x.n_tok - t0 >= WIDE {
-                    q4_tile_wide::<WIDE>(&p, x, t0, &mut res);
+                    q4_tile::<WIDE>(&p, x, t0, &mut res);
                     WIDE
                 } else if x.n_tok - t0 >= T {
                     q4_tile::<T>(&p, x, t0, &mut res);
@@ -83,88 +84,18 @@ struct Q4Tile<'a> {
     groups: usize,
 }
 
-/// Tokens `t0..t0+N` of one tile into `res[t][row]`.
+/// Tokens `t0..t0+N` of one tile into `res[t][row]`: both nibble halves of a chunk go into one
+/// integer accumulator per token (an exact sum either way), so a block costs one conversion and
+/// one FMA per token, and the chunk's unpacking is shared by `N` tokens. The f32 outputs stay in
+/// `res` between groups. Blocks start fresh integer accumulators, so the out-of-order core
+/// overlaps consecutive blocks and only the f32 chain (one FMA per block) is carried.
 ///
 /// # Safety
 /// AVX-512 F/BW/VL + VNNI are available; the tile has `x.k/8` chunks and `groups` parameter rows;
 /// tokens `t0..t0+N` exist in `x`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-#[allow(clippy::needless_range_loop)] // index loops over the register tile read clearer here
-unsafe fn q4_tile<const N: usize>(
-    p: &Q4Tile<'_>,
-    x: &Q8Acts,
-    t0: usize,
-    res: &mut [[f32; TILE_ROWS]; WIDE],
-) {
-    let (k, block) = (x.k, x.block);
-    let blocks = k / block;
-    let per_group = p.group / block;
-    let mask = _mm512_set1_epi8(0x0f);
-    let wp = p.w.as_ptr();
-    let xq = x.xq.as_ptr();
-    let mut acc = [_mm512_setzero_ps(); N];
-    let mut c = 0;
-    for g in 0..p.groups {
-        let mut ga = [_mm512_setzero_ps(); N];
-        for b in g * per_group..(g + 1) * per_group {
-            let mut lo = [_mm512_setzero_si512(); N];
-            let mut hi = [_mm512_setzero_si512(); N];
-            for _ in 0..block / 8 {
-                // SAFETY: chunk c < k/8 of the tile; bytes 8c..8c+8 of each token row exist.
-                unsafe {
-                    let v = _mm512_loadu_si512(wp.add(c * CHUNK_BYTES).cast());
-                    let ql = _mm512_and_si512(v, mask);
-                    let qh = _mm512_and_si512(_mm512_srli_epi16::<4>(v), mask);
-                    for t in 0..N {
-                        let xp = xq.add((t0 + t) * k + 8 * c);
-                        let xl = _mm512_set1_epi32(xp.cast::<i32>().read_unaligned());
-                        let xh = _mm512_set1_epi32(xp.add(4).cast::<i32>().read_unaligned());
-                        lo[t] = _mm512_dpbusd_epi32(lo[t], ql, xl);
-                        hi[t] = _mm512_dpbusd_epi32(hi[t], qh, xh);
-                    }
-                }
-                c += 1;
-            }
-            for t in 0..N {
-                // SAFETY: block b of token t0+t exists.
-                let sx = unsafe { *x.xs.get_unchecked((t0 + t) * blocks + b) };
-                let dot = _mm512_cvtepi32_ps(_mm512_add_epi32(lo[t], hi[t]));
-                ga[t] = _mm512_fmadd_ps(dot, _mm512_set1_ps(sx), ga[t]);
-            }
-        }
-        // SAFETY: parameter row g of the tile holds 16 floats.
-        let (s, z) = unsafe {
-            (
-                _mm512_loadu_ps(p.s.as_ptr().add(g * TILE_ROWS)),
-                _mm512_loadu_ps(p.z.as_ptr().add(g * TILE_ROWS)),
-            )
-        };
-        for t in 0..N {
-            // SAFETY: group g of token t0+t exists.
-            let gs = unsafe { *x.gsum.get_unchecked((t0 + t) * p.groups + g) };
-            acc[t] = _mm512_fmadd_ps(s, ga[t], acc[t]);
-            acc[t] = _mm512_fnmadd_ps(z, _mm512_set1_ps(gs), acc[t]);
-        }
-    }
-    for t in 0..N {
-        // SAFETY: res[t] holds 16 floats.
-        unsafe { _mm512_storeu_ps(res[t].as_mut_ptr(), acc[t]) };
-    }
-}
-
-/// Tokens `t0..t0+N` of one tile into `res[t][row]`, for many tokens: both nibble halves of a
-/// chunk go into one integer accumulator per token (an exact sum either way), so a block costs
-/// one conversion and one FMA per token, and the chunk's unpacking is shared by `N` tokens: ~1.4
-/// vector operations per `vpdpbusd` against ~1.75 in [`q4_tile`] (1.24× in a one-core
-/// microbenchmark, 96 × 2560 weights × 128 tokens: 194 vs 157 G multiply-adds/s). With 8
-/// dependent `vpdpbusd` per token and block, 12 tokens keep both ports busy through their
-/// latency. Same float operations in the same order as [`q4_tile`] and the scalar twin.
-///
-/// # Safety
-/// As [`q4_tile`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[allow(clippy::needless_range_loop)]
-unsafe fn q4_tile_wide<const N: usize>(
+unsafe fn q4_tile<const N: usize>(
     p: &Q4Tile<'_>,
     x: &Q8Acts,
     t0: usize,
