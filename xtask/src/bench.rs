@@ -172,17 +172,14 @@ struct Config<'a> {
     awq_int8: bool,
 }
 
-/// Whether the checkpoint in `dir` is AWQ (`quantization_config.quant_method`).
+/// Whether the checkpoint in `dir` is AWQ, as the loader reads its config (`false` when the
+/// config does not parse: the model's own run then reports why).
 fn is_awq(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join("config.json"))
+    use nano_infer::quant::QuantScheme;
+    nano_infer::qwen3::Qwen3Config::from_dir(dir)
         .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .and_then(|c| {
-            c["quantization_config"]["quant_method"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .is_some_and(|m| m.eq_ignore_ascii_case("awq"))
+        .and_then(|c| QuantScheme::from_config(c.quantization_config.as_ref()).ok())
+        .is_some_and(|q| matches!(q, QuantScheme::Awq(_)))
 }
 
 /// One configuration in a fresh child process, under `max_memory` bytes if given.
