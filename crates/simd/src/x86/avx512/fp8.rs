@@ -315,12 +315,17 @@ std::thread_local! {
 /// FP8 value (E4M3 and E5M2, subnormals, infinities, NaN) is exact in bf16, and a bf16 pattern
 /// is an f32's high half. So per 64 codes: two `vpermi2b` look the low and high bytes of the
 /// bf16 pattern up in 128-entry tables indexed by the code's low 7 bits, one `vpternlogd` ORs
-/// the code's sign in, and four byte/word interleaves with zero produce four vectors of f32:
-/// 9 ops per 64 codes instead of 22, and NaN codes decode to NaN (no separate check).
+/// the code's sign in, and two byte interleaves make each dword a pair of bf16 patterns (inputs
+/// `2i` and `2i+1`). A pair's high word is the odd input's f32 once the low word is masked off,
+/// and the even input's f32 is the dword shifted left by 16: 9 ops per 64 codes instead of 22,
+/// and NaN codes decode to NaN (no separate check). The mask and shift run on two ports where
+/// word interleaves with zero (the first version) ran on the one shuffle port with the byte
+/// lookups: 8 of 13 vector ops per 64 codes on port 5 then, 4 now; ~1.08× one core's throughput
+/// with the weights in L2 (64 × 2560, 14.0 → 15.1 G codes/s, 4 alternating runs).
 ///
 /// The interleaves work inside 128-bit lanes, so the four f32 vectors hold inputs
-/// `{16L + 4v + i}` (vector `v`, lane `L`, `i` in 0..4); the activations are put in that order
-/// once per call, into a thread-local buffer.
+/// `{16L + first_v + 2i}` (vector `v`, lane `L`, `i` in 0..4, `first` = 0, 1, 8, 9); the
+/// activations are put in that order once per call, into a thread-local buffer.
 ///
 /// Prefetch: a pass reads 4 rows of `k` bytes side by side, too short for the hardware stream
 /// prefetcher to train on, so each pass prefetches the next pass's lines as it goes.
@@ -336,10 +341,10 @@ unsafe fn gemv_table<const E4M3: bool>(p: &Fp8<'_>, rows: usize, out: &mut [f32]
         };
         xo.resize(p.k, 0.0);
         for (src, dst) in p.x.chunks_exact(64).zip(xo.chunks_exact_mut(64)) {
-            for v in 0..4 {
+            for (v, first) in [0, 1, 8, 9].into_iter().enumerate() {
                 for lane in 0..4 {
                     for i in 0..4 {
-                        dst[v * 16 + lane * 4 + i] = src[lane * 16 + v * 4 + i];
+                        dst[v * 16 + lane * 4 + i] = src[lane * 16 + first + 2 * i];
                     }
                 }
             }
@@ -375,7 +380,7 @@ unsafe fn gemv_table_rows<const E4M3: bool, const N: usize>(
         let hi0 = _mm512_loadu_si512(t[1].as_ptr().cast());
         let hi1 = _mm512_loadu_si512(t[1].as_ptr().add(64).cast());
         let sign = _mm512_set1_epi8(-128);
-        let zero = _mm512_setzero_si512();
+        let high = _mm512_set1_epi32(-65536);
         let (wp, xp) = (p.w.as_ptr(), xo.as_ptr());
         let (k, chunks, per_block) = (p.k, p.k / 64, p.block_k / 64);
         let mut total = [_mm512_setzero_ps(); N];
@@ -401,10 +406,10 @@ unsafe fn gemv_table_rows<const E4M3: bool, const N: usize>(
                     let w01 = _mm512_unpacklo_epi8(lo, hi); // inputs 16L + 0..8
                     let w23 = _mm512_unpackhi_epi8(lo, hi); // inputs 16L + 8..16
                     let f = [
-                        _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, w01)),
-                        _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, w01)),
-                        _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, w23)),
-                        _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, w23)),
+                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w01)),
+                        _mm512_castsi512_ps(_mm512_and_si512(w01, high)),
+                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w23)),
+                        _mm512_castsi512_ps(_mm512_and_si512(w23, high)),
                     ];
                     acc[i][0] = _mm512_fmadd_ps(f[0], xv[0], acc[i][0]);
                     acc[i][1] = _mm512_fmadd_ps(f[1], xv[1], acc[i][1]);
