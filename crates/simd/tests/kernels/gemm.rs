@@ -181,3 +181,25 @@ fn fp8_non_finite_codes() {
         assert_eq!(out[0], f32::NEG_INFINITY, "{}", kern.isa());
     }
 }
+
+/// Only the rows holding an E4M3 NaN code come out NaN, wherever the code sits: in a 4-row
+/// decode pass or a tail row, in the first chunk or a later one, next to rows whose largest codes
+/// (±448, `0x7e`/`0xfe`) are one below the NaN pattern.
+#[test]
+fn fp8_nan_marks_only_its_row() {
+    let (rows, k) = (6, 64);
+    for kern in vector_levels().into_iter().chain([scalar()]) {
+        let mut w = vec![0x38u8; rows * k];
+        for r in 0..rows {
+            w[r * k + 7] = 0x7e;
+            w[r * k + 50] = 0xfe;
+        }
+        w[2 * k + 40] = 0x7f;
+        w[5 * k + 63] = 0xff;
+        let mut out = [0.0; 6];
+        kern.gemm_fp8(Fp8Format::E4M3, &w, &[1.0; 6], k, &[1.0; 64], k, &mut out);
+        for (r, v) in out.iter().enumerate() {
+            assert_eq!(v.is_nan(), r == 2 || r == 5, "{} row {r}: {v}", kern.isa());
+        }
+    }
+}
