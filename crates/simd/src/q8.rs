@@ -56,6 +56,20 @@ pub const CHUNK_BYTES: usize = 64;
 #[cfg(target_arch = "x86_64")]
 pub(crate) const PREFETCH_AHEAD: usize = 4096;
 
+/// Prefetches the line [`PREFETCH_AHEAD`] bytes past chunk `c` of the tile at `tile`; past
+/// the tile's end that is the next tile, or nothing (a prefetch never faults).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_ahead<T>(tile: *const T, c: usize) {
+    use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    let at = tile
+        .cast::<u8>()
+        .wrapping_add(c * CHUNK_BYTES + PREFETCH_AHEAD);
+    // SAFETY: SSE is part of x86_64; a prefetch reads nothing architecturally and never faults,
+    // whatever the address.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast()) }
+}
+
 /// Activations `(n_tok, k)` quantized to int8 in blocks: see the module docs.
 #[derive(Clone, Debug, Default)]
 pub struct Q8Acts {

@@ -14,12 +14,12 @@
 //! 1–2 tokens the half passes broadcast each activation twice, and `q4_half_wide` ran decode
 //! shapes ~25% slower (2560 × 9728 from L3, 1 token: 29 vs 38).
 //!
-//! The decode kernels (`q4_tile`, `q8_tile`) prefetch [`PREFETCH_AHEAD`] bytes ahead.
+//! The decode kernels (`q4_tile`, `q8_tile`) prefetch [`crate::q8::PREFETCH_AHEAD`] bytes ahead.
 
 use super::Avx2Fma;
 use crate::q8::{
-    q4x16_shape, q8x16_shape, quantize_shape, store_tile_result, Q8Acts, CHUNK_BYTES,
-    PREFETCH_AHEAD, TILE_ROWS,
+    prefetch_ahead, q4x16_shape, q8x16_shape, quantize_shape, store_tile_result, Q8Acts,
+    CHUNK_BYTES, TILE_ROWS,
 };
 use core::arch::x86_64::*;
 
@@ -101,10 +101,7 @@ unsafe fn q4_tile<const N: usize>(
         for b in g * per_group..(g + 1) * per_group {
             let mut a16 = [[_mm256_setzero_si256(); 2]; N];
             for _ in 0..block / 8 {
-                // See PREFETCH_AHEAD; a prefetch never faults, even past the tile's end.
-                _mm_prefetch::<_MM_HINT_T0>(
-                    wp.wrapping_add(c * CHUNK_BYTES + PREFETCH_AHEAD).cast(),
-                );
+                prefetch_ahead(wp, c);
                 for h in 0..2 {
                     // SAFETY: chunk c < k/8 of the tile; bytes 8c..8c+8 of each token row exist.
                     unsafe {
@@ -283,8 +280,7 @@ unsafe fn q8_tile<const N: usize>(
     for b in 0..blocks {
         let mut d = [[_mm256_setzero_si256(); 2]; N];
         for _ in 0..block / 4 {
-            // See PREFETCH_AHEAD; a prefetch never faults, even past the tile's end.
-            _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(c * CHUNK_BYTES + PREFETCH_AHEAD).cast());
+            prefetch_ahead(wp, c);
             for h in 0..2 {
                 // SAFETY: chunk c < k/4 of the tile; bytes 4c..4c+4 of each token row exist.
                 unsafe {

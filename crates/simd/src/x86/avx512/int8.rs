@@ -15,13 +15,13 @@
 //! microbenchmark, 96 × 2560 weights × 128 tokens: 194 vs 157 G multiply-adds/s; at decode
 //! shapes, 2560 × 9728 from L3, 1 token: 40 vs 34, 4 tokens: 125 vs 99).
 //!
-//! Both kernels prefetch [`PREFETCH_AHEAD`] bytes ahead of the chunk they read.
+//! Both kernels prefetch [`crate::q8::PREFETCH_AHEAD`] bytes ahead of the chunk they read.
 //!
 //! CPUs with AVX-512 but no VNNI (Skylake-X) use the AVX2 level's `vpmaddubsw` version.
 
 use super::Avx512;
 use crate::q8::{
-    q4x16_shape, q8x16_shape, store_tile_result, Q8Acts, CHUNK_BYTES, PREFETCH_AHEAD, TILE_ROWS,
+    prefetch_ahead, q4x16_shape, q8x16_shape, store_tile_result, Q8Acts, CHUNK_BYTES, TILE_ROWS,
 };
 use crate::x86::avx2;
 use core::arch::x86_64::*;
@@ -125,10 +125,7 @@ unsafe fn q4_tile<const N: usize>(
             for _ in 0..block / 8 {
                 // SAFETY: chunk c < k/8 of the tile; bytes 8c..8c+8 of each token row exist.
                 unsafe {
-                    // See PREFETCH_AHEAD; a prefetch never faults, even past the tile's end.
-                    _mm_prefetch::<_MM_HINT_T0>(
-                        wp.wrapping_add(c * CHUNK_BYTES + PREFETCH_AHEAD).cast(),
-                    );
+                    prefetch_ahead(wp, c);
                     let v = _mm512_loadu_si512(wp.add(c * CHUNK_BYTES).cast());
                     let ql = _mm512_and_si512(v, mask);
                     let qh = _mm512_and_si512(_mm512_srli_epi16::<4>(v), mask);
@@ -224,10 +221,7 @@ unsafe fn q8_tile<const N: usize>(
         for step in 0..block / 4 {
             // SAFETY: chunk c < k/4 of the tile; bytes 4c..4c+4 of each token row exist.
             unsafe {
-                // See PREFETCH_AHEAD; a prefetch never faults, even past the tile's end.
-                _mm_prefetch::<_MM_HINT_T0>(
-                    wp.wrapping_add(c * CHUNK_BYTES + PREFETCH_AHEAD).cast(),
-                );
+                prefetch_ahead(wp, c);
                 let v = _mm512_xor_si512(_mm512_loadu_si512(wp.add(c * CHUNK_BYTES).cast()), flip);
                 for t in 0..N {
                     let xp = xq.add((t0 + t) * k + 4 * c);
