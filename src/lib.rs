@@ -4,6 +4,7 @@
 //! `grep` crate does. The layers, from the bottom of the stack up:
 //!
 //! - [`simd`]: kernels with runtime CPU-feature dispatch and scalar twins;
+//! - [`team`]: the spinning thread team that runs the matmuls' and attention's parallel loops;
 //! - [`tensor`]: memory-mapped safetensors, single and sharded;
 //! - [`quant`]: weight formats (dense, AWQ int4, FP8) and their matmuls;
 //! - [`kvcache`]: KV storage;
@@ -25,5 +26,6 @@ pub use nano_infer_offload as offload;
 pub use nano_infer_quant as quant;
 pub use nano_infer_qwen3 as qwen3;
 pub use nano_infer_simd as simd;
+pub use nano_infer_team as team;
 pub use nano_infer_tensor as tensor;
 pub use nano_infer_tokenizer as tokenizer;

@@ -7,8 +7,8 @@ use crate::{
     QuantScheme, Result,
 };
 use nano_infer_simd::{Kernels, PanelActs, Q8Acts};
+use nano_infer_team::Team;
 use nano_infer_tensor::{Dtype, SpillFile, Tensor, WeightStore};
-use rayon::prelude::*;
 use std::cell::RefCell;
 use std::ops::Range;
 
@@ -426,7 +426,7 @@ impl LinearSource {
     }
 }
 
-/// Runs `gemm(rows, chunk)` on the rayon pool for every `rows_per_task` output rows of
+/// Runs `gemm(rows, chunk)` on the thread team for every `rows_per_task` output rows of
 /// `target` (`(rows, n_tok)`), `chunk` being those rows' part of it.
 fn split_rows(
     target: &mut [f32],
@@ -434,46 +434,41 @@ fn split_rows(
     rows_per_task: usize,
     gemm: impl Fn(Range<usize>, &mut [f32]) + Sync,
 ) {
-    target
-        .par_chunks_mut(rows_per_task * n_tok)
-        .enumerate()
-        .for_each(|(i, chunk)| {
-            let r0 = i * rows_per_task;
-            gemm(r0..r0 + chunk.len() / n_tok, chunk);
-        });
+    Team::current().for_each_chunk_mut(target, rows_per_task * n_tok, |i, chunk| {
+        let r0 = i * rows_per_task;
+        gemm(r0..r0 + chunk.len() / n_tok, chunk);
+    });
 }
 
-/// `out (n_tok, rows)` = the transpose of the kernels' `src (rows, n_tok)`, 16 tokens per rayon
+/// `out (n_tok, rows)` = the transpose of the kernels' `src (rows, n_tok)`, 16 tokens per team
 /// task, 16 × 16 floats at a time through a local tile: 16 line reads, then 16 line writes.
 /// Writing each element straight to `out` put 16 consecutive stores `rows·4` bytes apart, the
 /// same L1 set for 1024- and 4096-row outputs, and the transposes took ~9% of an int8 prefill.
 fn transpose_into(src: &[f32], n_tok: usize, rows: usize, out: &mut [f32]) {
     const TOKENS_PER_TASK: usize = 16;
     const ROWS_PER_TILE: usize = 16;
-    out.par_chunks_mut(TOKENS_PER_TASK * rows)
-        .enumerate()
-        .for_each(|(i, out)| {
-            let (t0, nt) = (i * TOKENS_PER_TASK, out.len() / rows);
-            let mut tile = [[0f32; TOKENS_PER_TASK]; ROWS_PER_TILE];
-            for r0 in (0..rows).step_by(ROWS_PER_TILE) {
-                let nr = (rows - r0).min(ROWS_PER_TILE);
-                for (r, line) in tile[..nr].iter_mut().enumerate() {
-                    let at = (r0 + r) * n_tok + t0;
-                    // A whole line is a fixed-size copy (four vector moves, not a memmove call).
-                    if nt == TOKENS_PER_TASK {
-                        *line = src[at..at + TOKENS_PER_TASK].try_into().expect("16 floats");
-                    } else {
-                        line[..nt].copy_from_slice(&src[at..at + nt]);
-                    }
-                }
-                for t in 0..nt {
-                    let dst = &mut out[t * rows + r0..t * rows + r0 + nr];
-                    for (d, line) in dst.iter_mut().zip(&tile) {
-                        *d = line[t];
-                    }
+    Team::current().for_each_chunk_mut(out, TOKENS_PER_TASK * rows, |i, out| {
+        let (t0, nt) = (i * TOKENS_PER_TASK, out.len() / rows);
+        let mut tile = [[0f32; TOKENS_PER_TASK]; ROWS_PER_TILE];
+        for r0 in (0..rows).step_by(ROWS_PER_TILE) {
+            let nr = (rows - r0).min(ROWS_PER_TILE);
+            for (r, line) in tile[..nr].iter_mut().enumerate() {
+                let at = (r0 + r) * n_tok + t0;
+                // A whole line is a fixed-size copy (four vector moves, not a memmove call).
+                if nt == TOKENS_PER_TASK {
+                    *line = src[at..at + TOKENS_PER_TASK].try_into().expect("16 floats");
+                } else {
+                    line[..nt].copy_from_slice(&src[at..at + nt]);
                 }
             }
-        });
+            for t in 0..nt {
+                let dst = &mut out[t * rows + r0..t * rows + r0 + nr];
+                for (d, line) in dst.iter_mut().zip(&tile) {
+                    *d = line[t];
+                }
+            }
+        }
+    });
 }
 
 #[cfg(test)]

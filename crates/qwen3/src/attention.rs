@@ -16,7 +16,8 @@
 
 use nano_infer_kvcache::{KvCache, KvError, KvRows, PagedKvCache, SeqId};
 use nano_infer_simd::Kernels;
-use rayon::prelude::*;
+use nano_infer_team::Team;
+use std::cell::RefCell;
 
 /// KV storage for the sequences ("segments") of one forward pass.
 pub(crate) trait KvStore: Sync {
@@ -141,6 +142,12 @@ pub(crate) struct AttnShape {
     pub head_dim: usize,
 }
 
+thread_local! {
+    /// The scores and probabilities of the (row, KV head) this thread is attending: sized by
+    /// the longest context seen and reused, so decode allocates nothing.
+    static ATTN_SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
 /// Scaled dot-product attention of every (row, KV head) in parallel. Row `t` belongs to
 /// segment `row_seg[t]` at position `row_pos[t]` and sees that segment's positions
 /// `0..=row_pos[t]` (the causal mask); query head `h` reads KV head `h / group`.
@@ -166,9 +173,8 @@ pub(crate) fn attend<S: KvStore>(
     let scale = 1.0 / (hd as f32).sqrt();
     let k = kernels;
     // One chunk of `out` per (row, KV head): its `group` query heads, `(group, head_dim)`.
-    out.par_chunks_mut(group * hd).enumerate().for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(scores, probs): &mut (Vec<f32>, Vec<f32>), (idx, o)| {
+    Team::current().for_each_chunk_mut(out, group * hd, |idx, o| {
+        ATTN_SCRATCH.with_borrow_mut(|(scores, probs)| {
             let (t, kvh) = (idx / n_kv_heads, idx % n_kv_heads);
             let (seg, n_ctx) = (row_seg[t], row_pos[t] + 1);
             let qg = &q[idx * group * hd..(idx + 1) * group * hd];
@@ -213,6 +219,6 @@ pub(crate) fn attend<S: KvStore>(
                 }
                 p0 += n;
             });
-        },
-    );
+        })
+    });
 }
