@@ -98,29 +98,60 @@ proptest! {
         n_tok in 1usize..10,
         seed in any::<u64>(),
     ) {
-        let k = groups * group;
-        let mut rng = Rng::new(seed);
-        let w: Vec<u8> = (0..rows * k / 2).map(|_| rng.u8()).collect();
-        let scales: Vec<f32> = (0..rows * groups).map(|_| rng.f32().abs() * 0.02 + 1e-3).collect();
-        // Zero points 0..=15, as AWQ stores them.
-        let zs: Vec<f32> = scales.iter().map(|s| s * (rng.next_u64() % 16) as f32).collect();
-        let x = rng.vec(n_tok * k);
-        // The scalar twin computes `s·Σqx − zs·Σx`, the vector levels `Σ(q·s − zs)·x`: both are
-        // bounded by the magnitude of the two terms.
-        let wmag = |r: usize, j: usize| {
-            let byte = w[(r * k + j) / 2];
-            let q = if j.is_multiple_of(2) { byte & 15 } else { byte >> 4 };
-            let g = r * groups + j / group;
-            q as f32 * scales[g] + zs[g]
+        q4_case(groups, group, rows, n_tok, seed);
+    }
+
+    /// One token with groups of 128 and 256: the AVX-512 GEMV on 128-weight blocks, which the
+    /// general case above reaches only now and then.
+    #[test]
+    fn q4_gemv_blocks(
+        groups in 1usize..5,
+        group in prop::sample::select(&[128usize, 256][..]),
+        rows in 1usize..10,
+        seed in any::<u64>(),
+    ) {
+        q4_case(groups, group, rows, 1, seed);
+    }
+}
+
+fn q4_case(groups: usize, group: usize, rows: usize, n_tok: usize, seed: u64) {
+    let k = groups * group;
+    let mut rng = Rng::new(seed);
+    let w: Vec<u8> = (0..rows * k / 2).map(|_| rng.u8()).collect();
+    let scales: Vec<f32> = (0..rows * groups)
+        .map(|_| rng.f32().abs() * 0.02 + 1e-3)
+        .collect();
+    // Zero points 0..=15, as AWQ stores them.
+    let zs: Vec<f32> = scales
+        .iter()
+        .map(|s| s * (rng.next_u64() % 16) as f32)
+        .collect();
+    let x = rng.vec(n_tok * k);
+    // The scalar twin computes `s·Σqx − zs·Σx`, the vector levels `Σ(q·s − zs)·x`: both are
+    // bounded by the magnitude of the two terms.
+    let wmag = |r: usize, j: usize| {
+        let byte = w[(r * k + j) / 2];
+        let q = if j.is_multiple_of(2) {
+            byte & 15
+        } else {
+            byte >> 4
         };
-        let mag = magnitudes(wmag, &x, k, rows);
-        let mut want = vec![0.0; rows * n_tok];
-        scalar().gemm_q4(&w, &scales, &zs, group, &x, k, &mut want);
-        for kern in vector_levels() {
-            let mut got = vec![0.0; rows * n_tok];
-            kern.gemm_q4(&w, &scales, &zs, group, &x, k, &mut got);
-            check(&got, &want, &mag, k, &format!("{} gemm_q4 group {group}", kern.isa()));
-        }
+        let g = r * groups + j / group;
+        q as f32 * scales[g] + zs[g]
+    };
+    let mag = magnitudes(wmag, &x, k, rows);
+    let mut want = vec![0.0; rows * n_tok];
+    scalar().gemm_q4(&w, &scales, &zs, group, &x, k, &mut want);
+    for kern in vector_levels() {
+        let mut got = vec![0.0; rows * n_tok];
+        kern.gemm_q4(&w, &scales, &zs, group, &x, k, &mut got);
+        check(
+            &got,
+            &want,
+            &mag,
+            k,
+            &format!("{} gemm_q4 group {group}", kern.isa()),
+        );
     }
 }
 

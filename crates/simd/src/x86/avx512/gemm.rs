@@ -235,6 +235,10 @@ pub fn gemm_q4(
         groups,
         k,
     };
+    if n_tok == 1 && group.is_multiple_of(128) && k <= BLOCKED_MAX_K {
+        // SAFETY: the token proves the level; q4_shape checked the layout and the parameters.
+        return unsafe { gemv_q4_blocked(&d, x, rows, out) };
+    }
     if n_tok == 1 && group.is_multiple_of(32) {
         // SAFETY: the token proves the level; q4_shape checked the layout and the parameters.
         return unsafe { gemv_q4(&d, x, rows, out) };
@@ -324,6 +328,161 @@ unsafe fn gemv_q4_rows<const N: usize>(d: &Q4<'_>, x: &[f32], r0: usize, out: &m
         }
         for i in 0..N {
             out[r0 + i] = _mm512_reduce_add_ps(_mm512_sub_ps(total[i], zero[i]));
+        }
+    }
+}
+
+/// Longest row [`gemv_q4_blocked`] takes: its transposed copy of `x` lives on the stack (64 KB).
+const BLOCKED_MAX_K: usize = 16384;
+
+/// One token times 4-bit weights, groups a multiple of 128 (AWQ's usual 128): the decode-time
+/// GEMV on 64-byte blocks of 128 weights, without the byte-to-dword widening of [`gemv_q4`].
+///
+/// A 64-byte load is 16 dwords of 8 nibbles; nibble `p` of dword `l` is weight `8l + p` of the
+/// block. `vpermps` reads only its index's low 4 bits, so `vpermps(d >> 4p, f32(0..16))` is
+/// nibble `p` of every dword as a float: 8 lookups, 7 shifts and 8 FMAs per 128 weights of a
+/// row (23 ops, against [`gemv_q4`]'s 28 with its share of splitting `x` into even and odd
+/// inputs). The FMA's other operand is then `x[8l + p]` over the 16 lanes `l`: `x` transposed
+/// per block, once per call, with three stages of `vpermt2ps` (24 per 128 inputs, ~3% of a
+/// 64-row task); each group's `Σx` is summed once per call as well. Groups fold in as in
+/// [`gemv_q4`]: `fma(Σqx, s, acc)` per group, `Σ zs·Σx` subtracted at the end.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn gemv_q4_blocked(d: &Q4<'_>, x: &[f32], rows: usize, out: &mut [f32]) {
+    let mut xt = [core::mem::MaybeUninit::<f32>::uninit(); BLOCKED_MAX_K];
+    let mut xsum = [0f32; BLOCKED_MAX_K / 128];
+    // SAFETY: k ≤ BLOCKED_MAX_K and k is a multiple of 128 (the caller checked), so every block
+    // reads 128 floats of x and writes 128 of xt; xt is fully written before the rows read it.
+    unsafe {
+        transpose_blocks(x, d.k, xt.as_mut_ptr().cast());
+        for (g, sum) in xsum[..d.groups].iter_mut().enumerate() {
+            let mut v = _mm512_setzero_ps();
+            for j in (g * d.group..(g + 1) * d.group).step_by(16) {
+                v = _mm512_add_ps(v, _mm512_loadu_ps(x.as_ptr().add(j)));
+            }
+            *sum = _mm512_reduce_add_ps(v);
+        }
+        let xt: *const f32 = xt.as_ptr().cast();
+        let mut r = 0;
+        // SAFETY (both loops): rows r..r+N exist and the caller checked the layout.
+        while r + R <= rows {
+            gemv_q4_blocked_rows::<R>(d, xt, &xsum, r, out);
+            r += R;
+        }
+        while r < rows {
+            gemv_q4_blocked_rows::<1>(d, xt, &xsum, r, out);
+            r += 1;
+        }
+    }
+}
+
+/// Writes each 128-input block of `x` as 8 vectors `xt[16p + l] = x[8l + p]` (p < 8, l < 16):
+/// an 8 × 16 transpose of the block seen as 16 rows of 8, done as three stages that each swap
+/// one bit of the vector number with one bit of the lane (two-source `vpermt2ps` per output
+/// vector), the last stage also putting the lanes in order.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn transpose_blocks(x: &[f32], k: usize, xt: *mut f32) {
+    let stage = |lo: [i32; 16], hi: [i32; 16]| {
+        // SAFETY: loading 16 i32 from an array of 16.
+        unsafe {
+            (
+                _mm512_loadu_si512(lo.as_ptr().cast()),
+                _mm512_loadu_si512(hi.as_ptr().cast()),
+            )
+        }
+    };
+    let s1 = stage(
+        [0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30],
+        [1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31],
+    );
+    let s2 = stage(
+        [0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29],
+        [2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31],
+    );
+    let s3 = stage(
+        [0, 8, 1, 9, 2, 10, 3, 11, 16, 24, 17, 25, 18, 26, 19, 27],
+        [4, 12, 5, 13, 6, 14, 7, 15, 20, 28, 21, 29, 22, 30, 23, 31],
+    );
+    // Output vector v of a stage swapping vector bit `b` takes the pair (v without bit b,
+    // v with it), through the index of v's bit b.
+    #[inline(always)]
+    unsafe fn swap_bit(v: [__m512; 8], b: usize, (lo, hi): (__m512i, __m512i)) -> [__m512; 8] {
+        core::array::from_fn(|i| {
+            let (a, c) = (v[i & !(1 << b)], v[i | (1 << b)]);
+            let idx = if i & (1 << b) == 0 { lo } else { hi };
+            // SAFETY: register arithmetic under the caller's avx512f.
+            unsafe { _mm512_permutex2var_ps(a, idx, c) }
+        })
+    }
+    for blk in 0..k / 128 {
+        // SAFETY: block blk's 128 inputs are inside x and its 128 outputs inside xt (k ≤ the
+        // buffer, checked by the caller).
+        unsafe {
+            let src = x.as_ptr().add(blk * 128);
+            let v: [__m512; 8] = core::array::from_fn(|m| _mm512_loadu_ps(src.add(16 * m)));
+            let v = swap_bit(swap_bit(swap_bit(v, 0, s1), 1, s2), 2, s3);
+            for (p, vp) in v.iter().enumerate() {
+                _mm512_storeu_ps(xt.add(blk * 128 + 16 * p), *vp);
+            }
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)] // index loops over the register tile read clearer here
+unsafe fn gemv_q4_blocked_rows<const N: usize>(
+    d: &Q4<'_>,
+    xt: *const f32,
+    xsum: &[f32],
+    r0: usize,
+    out: &mut [f32],
+) {
+    // SAFETY (whole body): rows r0..r0+N, their (k/2) bytes and (groups) parameters exist, xt
+    // holds k transposed inputs and xsum one sum per group, and k and group are multiples of
+    // 128 (checked by the caller).
+    unsafe {
+        let table = _mm512_setr_ps(
+            0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
+        );
+        let wp = d.w.as_ptr();
+        let half_k = d.k / 2;
+        let blocks_per_group = d.group / 128;
+        let mut total = [_mm512_setzero_ps(); N];
+        let mut zero = [0f32; N];
+        for g in 0..d.groups {
+            // Two accumulators per row (even and odd nibbles): 2N independent FMA chains.
+            let mut acc_even = [_mm512_setzero_ps(); N];
+            let mut acc_odd = [_mm512_setzero_ps(); N];
+            for blk in g * blocks_per_group..(g + 1) * blocks_per_group {
+                let xb = xt.add(blk * 128);
+                let xv: [__m512; 8] = core::array::from_fn(|p| _mm512_loadu_ps(xb.add(16 * p)));
+                for i in 0..N {
+                    let at = (r0 + i) * half_k + blk * 64;
+                    // The same line of the next pass's row: see `gemv_q4`'s note.
+                    _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(at + N * half_k).cast());
+                    let mut dw = _mm512_loadu_si512(wp.add(at).cast());
+                    for p in 0..8 {
+                        let q = _mm512_permutexvar_ps(dw, table);
+                        if p % 2 == 0 {
+                            acc_even[i] = _mm512_fmadd_ps(q, xv[p], acc_even[i]);
+                        } else {
+                            acc_odd[i] = _mm512_fmadd_ps(q, xv[p], acc_odd[i]);
+                        }
+                        dw = _mm512_srli_epi32::<4>(dw);
+                    }
+                }
+            }
+            for i in 0..N {
+                let p = (r0 + i) * d.groups + g;
+                let s = _mm512_set1_ps(*d.scales.get_unchecked(p));
+                let sum = _mm512_add_ps(acc_even[i], acc_odd[i]);
+                total[i] = _mm512_fmadd_ps(sum, s, total[i]);
+                zero[i] += *d.zero_scaled.get_unchecked(p) * xsum[g];
+            }
+        }
+        for i in 0..N {
+            out[r0 + i] = _mm512_reduce_add_ps(total[i]) - zero[i];
         }
     }
 }
