@@ -101,12 +101,12 @@ proptest! {
         q4_case(groups, group, rows, n_tok, seed);
     }
 
-    /// One token with groups of 128 and 256: the AVX-512 GEMV on 128-weight blocks, which the
-    /// general case above reaches only now and then.
+    /// One token with groups of 64 to 256: the block GEMVs (AVX-512 on 128 weights, AVX2 on 64),
+    /// which the general case above reaches only now and then.
     #[test]
     fn q4_gemv_blocks(
         groups in 1usize..5,
-        group in prop::sample::select(&[128usize, 256][..]),
+        group in prop::sample::select(&[64usize, 128, 256][..]),
         rows in 1usize..10,
         seed in any::<u64>(),
     ) {

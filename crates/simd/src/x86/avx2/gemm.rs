@@ -165,6 +165,10 @@ pub fn gemm_q4(
         groups,
         k,
     };
+    if n_tok == 1 && group.is_multiple_of(64) && k <= BLOCKED_MAX_K {
+        // SAFETY: the token proves avx2+fma+f16c; q4_shape checked the layout and parameters.
+        return unsafe { gemv_q4_blocked(&d, x, rows, out) };
+    }
     if n_tok == 1 && group.is_multiple_of(16) {
         // SAFETY: the token proves avx2+fma+f16c; q4_shape checked the layout and parameters.
         return unsafe { gemv_q4(&d, x, rows, out) };
@@ -254,6 +258,174 @@ unsafe fn gemv_q4_rows<const N: usize>(d: &Q4<'_>, x: &[f32], r0: usize, out: &m
             let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
             let h = _mm_add_ss(h, _mm_movehdup_ps(h));
             out[r0 + i] = _mm_cvtss_f32(h);
+        }
+    }
+}
+
+/// Longest row [`gemv_q4_blocked`] takes: its transposed copy of `x` lives on the stack (64 KB).
+const BLOCKED_MAX_K: usize = 16384;
+
+/// One token times 4-bit weights, groups a multiple of 64: the decode-time GEMV on 32-byte
+/// blocks of 64 weights, with no widening and no shift for most nibbles.
+///
+/// A 32-byte load is 8 dwords of 8 nibbles; nibble `p` of dword `l` is weight `8l + p` of the
+/// block. Masking nibble `p` in place leaves the integer `q·2^4p` (below 2^28 for p < 7, so
+/// `vcvtdq2ps` converts it exactly), and the FMA's other operand is `x[8l + p]·2^-4p`, also
+/// exact (a power-of-two scaling), so each product is `q·x` to the bit. Per 64 weights of a
+/// row: 7 masks, 1 shift (the top nibble), 8 conversions and 8 FMAs, 17 of them on the two
+/// FMA/convert ports against [`gemv_q4`]'s 20. `x` is transposed per 64-block and scaled once
+/// per call (an 8 × 8 transpose, 24 shuffles per block, ~2% of a 64-row task); each group's
+/// `Σx` is summed once per call too. Groups fold in as in [`gemv_q4`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemv_q4_blocked(d: &Q4<'_>, x: &[f32], rows: usize, out: &mut [f32]) {
+    let mut xt = [core::mem::MaybeUninit::<f32>::uninit(); BLOCKED_MAX_K];
+    let mut xsum = [0f32; BLOCKED_MAX_K / 64];
+    // SAFETY: k ≤ BLOCKED_MAX_K and k is a multiple of 64 (the caller checked), so every block
+    // reads 64 floats of x and writes 64 of xt; xt is fully written before the rows read it.
+    unsafe {
+        transpose_blocks(x, d.k, xt.as_mut_ptr().cast());
+        for (g, sum) in xsum[..d.groups].iter_mut().enumerate() {
+            let mut v = _mm256_setzero_ps();
+            for j in (g * d.group..(g + 1) * d.group).step_by(8) {
+                v = _mm256_add_ps(v, _mm256_loadu_ps(x.as_ptr().add(j)));
+            }
+            *sum = hsum(v);
+        }
+        let xt: *const f32 = xt.as_ptr().cast();
+        let mut r = 0;
+        // SAFETY (both loops): rows r..r+N exist and the caller checked the layout.
+        while r + R <= rows {
+            gemv_q4_blocked_rows::<R>(d, xt, &xsum, r, out);
+            r += R;
+        }
+        while r < rows {
+            gemv_q4_blocked_rows::<1>(d, xt, &xsum, r, out);
+            r += 1;
+        }
+    }
+}
+
+/// The sum of a vector's 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum(v: __m256) -> f32 {
+    let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    let h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    _mm_cvtss_f32(h)
+}
+
+/// Writes each 64-input block of `x` as 8 vectors `xt[8p + l] = x[8l + p]·2^-4p` for p < 7 and
+/// `x[8l + 7]` for p = 7 (the scalings that [`gemv_q4_blocked`]'s masked nibbles need): the
+/// classic 8 × 8 transpose (unpack, shuffle, swap halves), then one multiply per vector.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn transpose_blocks(x: &[f32], k: usize, xt: *mut f32) {
+    for blk in 0..k / 64 {
+        // SAFETY: block blk's 64 inputs are inside x and its 64 outputs inside xt (k ≤ the
+        // buffer, checked by the caller).
+        unsafe {
+            let src = x.as_ptr().add(blk * 64);
+            let r: [__m256; 8] = core::array::from_fn(|l| _mm256_loadu_ps(src.add(8 * l)));
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let columns = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            for (p, c) in columns.iter().enumerate() {
+                // 2^-4p, exact in f32 (p ≤ 6: down to 2^-24).
+                let scale = if p < 7 {
+                    1.0 / (1u32 << (4 * p)) as f32
+                } else {
+                    1.0
+                };
+                let v = _mm256_mul_ps(*c, _mm256_set1_ps(scale));
+                _mm256_storeu_ps(xt.add(blk * 64 + 8 * p), v);
+            }
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)] // index loops over the register tile read clearer here
+unsafe fn gemv_q4_blocked_rows<const N: usize>(
+    d: &Q4<'_>,
+    xt: *const f32,
+    xsum: &[f32],
+    r0: usize,
+    out: &mut [f32],
+) {
+    // SAFETY (whole body): rows r0..r0+N, their (k/2) bytes and (groups) parameters exist, xt
+    // holds k transposed inputs and xsum one sum per group, and k and group are multiples of
+    // 64 (checked by the caller).
+    unsafe {
+        let masks: [__m256i; 7] = core::array::from_fn(|p| _mm256_set1_epi32(15 << (4 * p)));
+        let wp = d.w.as_ptr();
+        let half_k = d.k / 2;
+        let blocks_per_group = d.group / 64;
+        let mut total = [_mm256_setzero_ps(); N];
+        let mut zero = [0f32; N];
+        for g in 0..d.groups {
+            // Two accumulators per row (even and odd nibbles): 2N independent FMA chains.
+            let mut acc_even = [_mm256_setzero_ps(); N];
+            let mut acc_odd = [_mm256_setzero_ps(); N];
+            for blk in g * blocks_per_group..(g + 1) * blocks_per_group {
+                let xb = xt.add(blk * 64);
+                for i in 0..N {
+                    let at = (r0 + i) * half_k + blk * 32;
+                    if blk % 2 == 0 {
+                        // The same line of the next pass's row: see `gemv_q4`'s note.
+                        _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(at + N * half_k).cast());
+                    }
+                    let dw = _mm256_loadu_si256(wp.add(at).cast());
+                    for p in 0..8 {
+                        let q = if p < 7 {
+                            _mm256_and_si256(dw, masks[p])
+                        } else {
+                            _mm256_srli_epi32::<28>(dw)
+                        };
+                        let prod_x = _mm256_loadu_ps(xb.add(8 * p));
+                        let q = _mm256_cvtepi32_ps(q);
+                        if p % 2 == 0 {
+                            acc_even[i] = _mm256_fmadd_ps(q, prod_x, acc_even[i]);
+                        } else {
+                            acc_odd[i] = _mm256_fmadd_ps(q, prod_x, acc_odd[i]);
+                        }
+                    }
+                }
+            }
+            for i in 0..N {
+                let p = (r0 + i) * d.groups + g;
+                let s = _mm256_set1_ps(*d.scales.get_unchecked(p));
+                let sum = _mm256_add_ps(acc_even[i], acc_odd[i]);
+                total[i] = _mm256_fmadd_ps(sum, s, total[i]);
+                zero[i] += *d.zero_scaled.get_unchecked(p) * xsum[g];
+            }
+        }
+        for i in 0..N {
+            out[r0 + i] = hsum(total[i]) - zero[i];
         }
     }
 }
