@@ -5,7 +5,7 @@
 //! (activations are FMA memory operands). Decoding per 8 weights: bf16 is zero-extend + shift,
 //! f16 is one `vcvtph2ps`, and q4 shifts a broadcast 32-bit word by 0, 4, …, 28 and masks.
 
-use super::{Avx2Fma, Elem};
+use super::{hsum, Avx2Fma, Elem};
 use crate::panel::{self, panel_shape, PanelActs};
 use crate::scalar::{self, q4_shape};
 use crate::tile::{self, Decode};
@@ -253,11 +253,7 @@ unsafe fn gemv_q4_rows<const N: usize>(d: &Q4<'_>, x: &[f32], r0: usize, out: &m
             }
         }
         for i in 0..N {
-            let v = _mm256_sub_ps(total[i], zero[i]);
-            let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-            let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-            let h = _mm_add_ss(h, _mm_movehdup_ps(h));
-            out[r0 + i] = _mm_cvtss_f32(h);
+            out[r0 + i] = hsum(_mm256_sub_ps(total[i], zero[i]));
         }
     }
 }
@@ -303,16 +299,6 @@ unsafe fn gemv_q4_blocked(d: &Q4<'_>, x: &[f32], rows: usize, out: &mut [f32]) {
             r += 1;
         }
     }
-}
-
-/// The sum of a vector's 8 lanes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn hsum(v: __m256) -> f32 {
-    let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    let h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    _mm_cvtss_f32(h)
 }
 
 /// Writes each 64-input block of `x` as 8 vectors `xt[8p + l] = x[8l + p]·2^-4p` for p < 7 and
