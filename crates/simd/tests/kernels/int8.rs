@@ -171,7 +171,12 @@ proptest! {
         }
     }
 
-    /// Each dequantized activation is within half a step (`sx/2 = absmax/254`) of the input.
+    /// Each dequantized activation is within half a step (`sx/2 = absmax/254`) of the input, up
+    /// to the f32 roundings of the quantizer (`q = round(v · fl(127/amax))`, `sx = fl(amax/127)`,
+    /// as llama.cpp's): with `u = 2⁻²⁴`, `|fl(v·inv) − 127v/amax| ≤ 127·2u(1+u)`, which can move
+    /// a value just past a half-step boundary to the farther integer, and `|q|·|sx − amax/127| ≤
+    /// amax·u`. Together `err ≤ amax/254 · (1 + 762u)`, about `1 + 4.5e-5` (seed
+    /// 1790013084402552755 at n = 4 lands between `1 + 1e-6` and that).
     #[test]
     fn quantize_error(n in 1usize..6, seed in any::<u64>()) {
         let k = 64;
@@ -184,7 +189,8 @@ proptest! {
                 let b = j / 32;
                 let amax = x[t * k + b * 32..t * k + b * 32 + 32].iter().fold(0f32, |m, v| m.max(v.abs()));
                 let err = (deq_x(&xa, t, j) - x[t * k + j] as f64).abs();
-                prop_assert!(err <= amax as f64 / 254.0 * (1.0 + 1e-6));
+                let u = f32::EPSILON as f64 / 2.0;
+                prop_assert!(err <= amax as f64 / 254.0 * (1.0 + 762.0 * u), "err {err}, amax {amax}");
             }
         }
     }
