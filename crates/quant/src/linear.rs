@@ -27,7 +27,7 @@ thread_local! {
     static PANEL_SCRATCH: RefCell<PanelActs> = RefCell::new(PanelActs::new());
 }
 
-/// Output rows handed to one rayon task: large enough to amortise the task, small enough that
+/// Output rows handed to one team task: large enough to amortise the task, small enough that
 /// two to sixteen threads get even shares of a 2560-row projection.
 const ROWS_PER_TASK: usize = 64;
 
@@ -71,57 +71,7 @@ impl Linear {
     /// `scratch` holds the kernel's `(out_features, n_tok)` result before the transpose when
     /// `n_tok > 1`; it is resized as needed, so a caller reusing it allocates nothing per call.
     pub fn forward(&self, kernels: Kernels, x: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
-        let k = self.in_features();
-        let rows = self.out_features();
-        assert_eq!(x.len() % k, 0, "Linear::forward: x is not (n_tok, {k})");
-        let n_tok = x.len() / k;
-        assert_eq!(
-            out.len(),
-            n_tok * rows,
-            "Linear::forward: out is not (n_tok, {rows})"
-        );
-        if n_tok == 0 {
-            return;
-        }
-        // With one token the (rows, n_tok) kernel layout is already (n_tok, rows).
-        let target: &mut [f32] = if n_tok == 1 {
-            out
-        } else {
-            scratch.resize(rows * n_tok, 0.0);
-            &mut scratch[..rows * n_tok]
-        };
-        if n_tok >= panel::PANEL_MIN_TOKENS && self.has_panel_path() {
-            // Prefill: pack x once, then every task multiplies f32 weight blocks (`panel`).
-            panel::with_scratch(&PANEL_SCRATCH, |acts| {
-                acts.pack(x, k);
-                split_rows(target, n_tok, panel::PANEL_ROWS_PER_TASK, |rows, chunk| {
-                    panel::gemm_by_blocks(kernels, acts, rows.len(), chunk, |k0, k1, block| {
-                        self.dequantize_block(kernels, rows.clone(), (k0, k1), block)
-                    })
-                });
-            });
-        } else {
-            match self.q8_block() {
-                None => split_rows(target, n_tok, ROWS_PER_TASK, |rows, chunk| {
-                    self.gemm_rows(kernels, rows, x, None, chunk)
-                }),
-                // Quantize x once per matmul, not per row task.
-                Some(block) => panel::with_scratch(&Q8_SCRATCH, |xq| {
-                    let group = match self {
-                        Linear::Awq(w) => w.group_size(),
-                        _ => block,
-                    };
-                    kernels.quantize_q8(x, k, block, group, xq);
-                    let xq = &*xq;
-                    split_rows(target, n_tok, ROWS_PER_TASK, |rows, chunk| {
-                        self.gemm_rows(kernels, rows, x, Some(xq), chunk)
-                    });
-                }),
-            }
-        }
-        if n_tok > 1 {
-            transpose_into(&scratch[..rows * n_tok], n_tok, rows, out);
-        }
+        Self::forward_fused(kernels, &[self], x, out, scratch)
     }
 
     /// Whether this layer's prefill runs on the panel kernel (every format but the int8
@@ -167,13 +117,82 @@ impl Linear {
         }
     }
 
-    /// The int8 activation block this layer's kernel needs, if it takes int8 activations.
-    fn q8_block(&self) -> Option<usize> {
+    /// How this layer's kernel wants its activations quantized to int8, `(block, group)` for
+    /// [`Kernels::quantize_q8`], if it takes int8 activations.
+    fn q8_params(&self) -> Option<(usize, usize)> {
         match self {
-            Linear::Awq(w) => w.q8_block(),
-            Linear::Q8(w) => Some(w.q8_block()),
+            Linear::Awq(w) => w.q8_block().map(|block| (block, w.group_size())),
+            Linear::Q8(w) => Some((w.q8_block(), w.q8_block())),
             _ => None,
         }
+    }
+
+    /// `out = [x · W₀ᵀ | x · W₁ᵀ | …]`: the layers' outputs one after another, each laid out as
+    /// [`Linear::forward`] lays it out (`(n_tok, out_features)`). The layers must share
+    /// `in_features`.
+    ///
+    /// Why: a decoded token runs q/k/v and gate/up on the same input, and at one token each is a
+    /// parallel loop of 0.1–1 ms whose last task leaves the other threads idle (on average half
+    /// a task each). One loop over all their row blocks pays that once. The int8 activations
+    /// are quantized once when the layers agree on how; on the prefill (panel) path the prompt
+    /// is packed once for all the layers. A few tokens below the panel path's threshold (batch
+    /// decode), and layers that take their activations differently, run one by one.
+    pub fn forward_fused(
+        kernels: Kernels,
+        layers: &[&Linear],
+        x: &[f32],
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        let Some(first) = layers.first() else {
+            return assert!(
+                out.is_empty(),
+                "Linear::forward_fused: no layers, some output"
+            );
+        };
+        let k = first.in_features();
+        assert!(
+            layers.iter().all(|l| l.in_features() == k),
+            "Linear::forward_fused: the layers' in_features differ"
+        );
+        assert_eq!(x.len() % k, 0, "Linear::forward: x is not (n_tok, {k})");
+        let n_tok = x.len() / k;
+        let total: usize = n_tok * layers.iter().map(|l| l.out_features()).sum::<usize>();
+        assert_eq!(
+            out.len(),
+            total,
+            "Linear::forward: out is not (n_tok, out_features) for each layer, one after another"
+        );
+        if n_tok == 0 {
+            return;
+        }
+        let alike = |l: &&Linear| {
+            l.q8_params() == first.q8_params() && l.has_panel_path() == first.has_panel_path()
+        };
+        if layers.len() > MAX_FUSED || !layers.iter().all(alike) {
+            // Not one loop: in groups that are (at most MAX_FUSED alike layers each).
+            let split = layers
+                .iter()
+                .take(MAX_FUSED)
+                .take_while(|l| alike(l))
+                .count();
+            let (head, tail) = layers.split_at(split);
+            let rows: usize = head.iter().map(|l| l.out_features()).sum();
+            let (o, rest) = out.split_at_mut(n_tok * rows);
+            Self::forward_fused(kernels, head, x, o, scratch);
+            return Self::forward_fused(kernels, tail, x, rest, scratch);
+        }
+        if n_tok >= panel::PANEL_MIN_TOKENS && first.has_panel_path() {
+            // Prefill: pack x once, then every task multiplies f32 weight blocks (`panel`).
+            return panel_fused(kernels, layers, x, out, scratch);
+        }
+        if n_tok == 1 {
+            // With one token the kernels' (rows, n_tok) layout is already (n_tok, rows).
+            return rows_fused(kernels, layers, x, 1, out);
+        }
+        scratch.resize(total, 0.0);
+        rows_fused(kernels, layers, x, n_tok, &mut scratch[..total]);
+        transpose_segments(layers, n_tok, &scratch[..total], out);
     }
 
     /// An int8 copy of this layer (symmetric, one scale per row) that multiplies int8
@@ -426,18 +445,87 @@ impl LinearSource {
     }
 }
 
-/// Runs `gemm(rows, chunk)` on the thread team for every `rows_per_task` output rows of
-/// `target` (`(rows, n_tok)`), `chunk` being those rows' part of it.
-fn split_rows(
-    target: &mut [f32],
-    n_tok: usize,
-    rows_per_task: usize,
-    gemm: impl Fn(Range<usize>, &mut [f32]) + Sync,
+/// `x (n_tok, k)` through `layers` (alike: same `in_features` and [`Linear::q8_params`]) on the
+/// row kernels, in one team loop: `target` is each layer's `(rows, n_tok)` one after another,
+/// in blocks of [`ROWS_PER_TASK`] rows.
+fn rows_fused(kernels: Kernels, layers: &[&Linear], x: &[f32], n_tok: usize, target: &mut [f32]) {
+    let (lens, n) = segment_lens(layers, n_tok);
+    let lens = &lens[..n];
+    let run = |target: &mut [f32], xq: Option<&Q8Acts>| {
+        let chunk_len = ROWS_PER_TASK * n_tok;
+        Team::current().for_each_segment_chunk_mut(target, lens, chunk_len, |j, c, chunk| {
+            let r0 = c * ROWS_PER_TASK;
+            layers[j].gemm_rows(kernels, r0..r0 + chunk.len() / n_tok, x, xq, chunk);
+        })
+    };
+    match layers[0].q8_params() {
+        None => run(target, None),
+        // Quantize x once for all the layers, not per row task.
+        Some((block, group)) => panel::with_scratch(&Q8_SCRATCH, |xq| {
+            kernels.quantize_q8(x, layers[0].in_features(), block, group, xq);
+            run(target, Some(&*xq));
+        }),
+    }
+}
+
+/// `src`, each layer's `(rows, n_tok)` one after another, into `out`, each layer's
+/// `(n_tok, rows)` one after another.
+fn transpose_segments(layers: &[&Linear], n_tok: usize, src: &[f32], out: &mut [f32]) {
+    let (mut src, mut dst) = (src, out);
+    for layer in layers {
+        let len = layer.out_features() * n_tok;
+        let (s, s_rest) = src.split_at(len);
+        let (d, d_rest) = dst.split_at_mut(len);
+        transpose_into(s, n_tok, layer.out_features(), d);
+        (src, dst) = (s_rest, d_rest);
+    }
+}
+
+/// Layers [`Linear::forward_fused`] runs in one loop: q/k/v.
+const MAX_FUSED: usize = 3;
+
+/// Each layer's `out_features · n_tok`: the segments of a fused output, and how many there are.
+fn segment_lens(layers: &[&Linear], n_tok: usize) -> ([usize; MAX_FUSED], usize) {
+    assert!(
+        layers.len() <= MAX_FUSED,
+        "at most {MAX_FUSED} fused layers"
+    );
+    let mut lens = [0usize; MAX_FUSED];
+    for (len, l) in lens.iter_mut().zip(layers) {
+        *len = l.out_features() * n_tok;
+    }
+    (lens, layers.len())
+}
+
+/// Prefill of `layers` (same `in_features`, all with [`Linear::has_panel_path`]): the prompt
+/// packed once, one team loop over every layer's row blocks into `scratch` (each layer's
+/// `(rows, n_tok)` one after another), then each layer's transpose into its part of `out`.
+fn panel_fused(
+    kernels: Kernels,
+    layers: &[&Linear],
+    x: &[f32],
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
 ) {
-    Team::current().for_each_chunk_mut(target, rows_per_task * n_tok, |i, chunk| {
-        let r0 = i * rows_per_task;
-        gemm(r0..r0 + chunk.len() / n_tok, chunk);
+    let k = layers[0].in_features();
+    let n_tok = x.len() / k;
+    let (lens, n) = segment_lens(layers, n_tok);
+    let lens = &lens[..n];
+    let total: usize = lens.iter().sum();
+    scratch.resize(total, 0.0);
+    let target = &mut scratch[..total];
+    panel::with_scratch(&PANEL_SCRATCH, |acts| {
+        acts.pack(x, k);
+        let chunk_len = panel::PANEL_ROWS_PER_TASK * n_tok;
+        Team::current().for_each_segment_chunk_mut(target, lens, chunk_len, |j, c, chunk| {
+            let r0 = c * panel::PANEL_ROWS_PER_TASK;
+            let rows = r0..r0 + chunk.len() / n_tok;
+            panel::gemm_by_blocks(kernels, acts, rows.len(), chunk, |k0, k1, block| {
+                layers[j].dequantize_block(kernels, rows.clone(), (k0, k1), block)
+            })
+        });
     });
+    transpose_segments(layers, n_tok, &scratch[..total], out);
 }
 
 /// `out (n_tok, rows)` = the transpose of the kernels' `src (rows, n_tok)`, 16 tokens per team

@@ -208,3 +208,61 @@ fn awq_int8_activations_error_bound() {
         }
     }
 }
+
+/// [`Linear::forward_fused`] (q/k/v, gate/up) writes exactly what the layers' own forwards
+/// write, one after another, bit for bit: the same row kernels (1 and 3 tokens) or panel
+/// kernel (17 tokens) over the same rows, in one loop instead of one per layer. Every format,
+/// int8 activations (quantized once for all the layers), an int8 copy, and layers that take
+/// their activations differently (which run one by one), on every ISA.
+#[test]
+fn fused_forward_equals_separate_forwards() {
+    use nano_infer_quant::{AwqActivations, LinearOptions};
+    use nano_infer_simd::{Isa, Kernels};
+    let int8 = LinearOptions {
+        awq_activations: AwqActivations::Int8,
+    };
+    let mut names: Vec<&str> = FIXTURES.iter().map(|(n, _)| *n).collect();
+    names.extend(["bf16", "f16", "f32"]);
+    for name in names {
+        let dir = fixture_dir(name);
+        let cfg = read_json(dir.join("config.json"));
+        let store = WeightStore::open_dir(&dir).unwrap();
+        let scheme = scheme_of(name);
+        let linears = layer0_linears(&cfg);
+        let load = |i: usize, opts: LinearOptions| {
+            let (prefix, rows, k) = &linears[i];
+            Linear::load_with(&store, prefix, &scheme, *rows, *k, opts).unwrap()
+        };
+        let qkv: Vec<Linear> = (0..3).map(|i| load(i, LinearOptions::default())).collect();
+        let gate_up: Vec<Linear> = (4..6).map(|i| load(i, LinearOptions::default())).collect();
+        let mut groups = vec![qkv.clone(), gate_up];
+        groups.push((0..3).map(|i| load(i, int8)).collect());
+        groups.push(qkv.iter().map(|l| l.to_q8().unwrap()).collect());
+        // An int8 copy beside the checkpoint's format: different activations, not fused.
+        groups.push(vec![qkv[0].to_q8().unwrap(), qkv[1].clone()]);
+        for layers in &groups {
+            let refs: Vec<&Linear> = layers.iter().collect();
+            let k = refs[0].in_features();
+            let rows: Vec<usize> = refs.iter().map(|l| l.out_features()).collect();
+            for isa in Isa::available() {
+                let kernels = Kernels::for_isa(isa).unwrap();
+                for n_tok in [1, 3, 17] {
+                    let x = Rng::new((k * n_tok) as u64).vec(n_tok * k);
+                    let mut want = Vec::new();
+                    for l in &refs {
+                        let mut o = vec![0f32; n_tok * l.out_features()];
+                        l.forward(kernels, &x, &mut o, &mut Vec::new());
+                        want.extend(o);
+                    }
+                    let mut got = vec![f32::NAN; want.len()];
+                    Linear::forward_fused(kernels, &refs, &x, &mut got, &mut Vec::new());
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{name} {rows:?} {isa:?} n_tok {n_tok}");
+                }
+            }
+        }
+    }
+}

@@ -6,7 +6,7 @@ use crate::weights::{Layer, LmHead, Weights};
 use crate::{ModelError, Qwen3Config, Rope, Session};
 use nano_infer_kvcache::{KvCache, KvDtype};
 use nano_infer_offload::{available_memory, format_size, PlanInputs, ResidencyPlan, Streamer};
-use nano_infer_quant::{AwqActivations, LinearSource, QuantScheme};
+use nano_infer_quant::{AwqActivations, Linear, LinearSource, QuantScheme};
 use nano_infer_simd::{Isa, Kernels};
 use nano_infer_tensor::WeightStore;
 use std::path::{Path, PathBuf};
@@ -354,20 +354,22 @@ impl Model {
         for (x, o) in s.x.chunks_exact(hidden).zip(s.xb.chunks_exact_mut(hidden)) {
             k.rms_norm(x, &layer.input_norm, eps, o);
         }
-        // 2b. q (n, q_dim), k (n, kv_dim), v (n, kv_dim)
-        layer.q_proj.forward(k, &s.xb, &mut s.q, &mut s.matmul);
-        layer.k_proj.forward(k, &s.xb, &mut s.k, &mut s.matmul);
-        layer.v_proj.forward(k, &s.xb, &mut s.v, &mut s.matmul);
-        add_bias(&mut s.q, layer.q_bias.as_deref());
-        add_bias(&mut s.k, layer.k_bias.as_deref());
-        add_bias(&mut s.v, layer.v_bias.as_deref());
+        // 2b. q (n, q_dim), k (n, kv_dim), v (n, kv_dim), one after another in `qkv`
+        let projections = [&layer.q_proj, &layer.k_proj, &layer.v_proj];
+        Linear::forward_fused(k, &projections, &s.xb, &mut s.qkv, &mut s.matmul);
+        let n = s.row_pos.len();
+        let (q, kv) = s.qkv.split_at_mut(n * c.q_dim());
+        let (kk, v) = kv.split_at_mut(n * c.kv_dim());
+        add_bias(q, layer.q_bias.as_deref());
+        add_bias(kk, layer.k_bias.as_deref());
+        add_bias(v, layer.v_bias.as_deref());
 
         // 2c. Per-head RMSNorm of q and k (Qwen3's q_norm/k_norm), then RoPE at each row's
         // position in its own sequence.
-        for ((qt, kt), &pos) in
-            s.q.chunks_exact_mut(c.q_dim())
-                .zip(s.k.chunks_exact_mut(c.kv_dim()))
-                .zip(&s.row_pos)
+        for ((qt, kt), &pos) in q
+            .chunks_exact_mut(c.q_dim())
+            .zip(kk.chunks_exact_mut(c.kv_dim()))
+            .zip(&s.row_pos)
         {
             for head in qt.chunks_exact_mut(hd) {
                 s.head_tmp.copy_from_slice(head);
@@ -387,7 +389,7 @@ impl Model {
         let mut row = 0;
         for (seg, &len) in seg_lens.iter().enumerate() {
             let r = row * kv_dim..(row + len) * kv_dim;
-            store.append(seg, li, &s.k[r.clone()], &s.v[r])?;
+            store.append(seg, li, &kk[r.clone()], &v[r])?;
             row += len;
         }
         let shape = AttnShape {
@@ -395,9 +397,7 @@ impl Model {
             n_kv_heads: c.n_kv_heads(),
             head_dim: hd,
         };
-        attend(
-            k, shape, &*store, li, &s.row_seg, &s.row_pos, &s.q, &mut s.att,
-        );
+        attend(k, shape, &*store, li, &s.row_seg, &s.row_pos, q, &mut s.att);
 
         // 2e. x += o_proj(att)
         layer.o_proj.forward(k, &s.att, &mut s.proj, &mut s.matmul);
@@ -416,14 +416,12 @@ impl Model {
         {
             k.rms_norm(x, &layer.post_attention_norm, c.rms_norm_eps as f32, o);
         }
-        layer
-            .gate_proj
-            .forward(k, &s.xb, &mut s.gate, &mut s.matmul);
-        layer.up_proj.forward(k, &s.xb, &mut s.up, &mut s.matmul);
-        k.silu_mul(&mut s.gate, &s.up);
-        layer
-            .down_proj
-            .forward(k, &s.gate, &mut s.proj, &mut s.matmul);
+        let projections = [&layer.gate_proj, &layer.up_proj];
+        Linear::forward_fused(k, &projections, &s.xb, &mut s.gate_up, &mut s.matmul);
+        let n = s.row_pos.len();
+        let (gate, up) = s.gate_up.split_at_mut(n * c.intermediate_size);
+        k.silu_mul(gate, up);
+        layer.down_proj.forward(k, gate, &mut s.proj, &mut s.matmul);
         s.x.iter_mut().zip(&s.proj).for_each(|(x, p)| *x += p);
     }
 }
@@ -444,20 +442,14 @@ pub(crate) struct RunState {
     x: Vec<f32>,
     /// `(n, hidden)`: normed input of a block.
     xb: Vec<f32>,
-    /// `(n, n_heads * head_dim)`
-    q: Vec<f32>,
-    /// `(n, n_kv_heads * head_dim)`
-    k: Vec<f32>,
-    /// `(n, n_kv_heads * head_dim)`
-    v: Vec<f32>,
+    /// q `(n, n_heads * head_dim)`, then k and v `(n, n_kv_heads * head_dim)` each.
+    qkv: Vec<f32>,
     /// `(n, n_heads * head_dim)`: attention output before o_proj.
     att: Vec<f32>,
     /// `(n, hidden)`: o_proj / down_proj output.
     proj: Vec<f32>,
-    /// `(n, intermediate)`
-    gate: Vec<f32>,
-    /// `(n, intermediate)`
-    up: Vec<f32>,
+    /// gate `(n, intermediate)`, then up `(n, intermediate)`.
+    gate_up: Vec<f32>,
     /// `(head_dim)`: one head's copy for the in-place q/k norm.
     head_tmp: Vec<f32>,
     /// The matmul kernels' `(rows, n)` output before its transpose.
@@ -479,13 +471,10 @@ impl RunState {
     fn resize(&mut self, c: &Qwen3Config, n: usize) {
         self.x.resize(n * c.hidden_size, 0.0);
         self.xb.resize(n * c.hidden_size, 0.0);
-        self.q.resize(n * c.q_dim(), 0.0);
-        self.k.resize(n * c.kv_dim(), 0.0);
-        self.v.resize(n * c.kv_dim(), 0.0);
+        self.qkv.resize(n * (c.q_dim() + 2 * c.kv_dim()), 0.0);
         self.att.resize(n * c.q_dim(), 0.0);
         self.proj.resize(n * c.hidden_size, 0.0);
-        self.gate.resize(n * c.intermediate_size, 0.0);
-        self.up.resize(n * c.intermediate_size, 0.0);
+        self.gate_up.resize(n * 2 * c.intermediate_size, 0.0);
         self.head_tmp.resize(c.head_dim(), 0.0);
     }
 }

@@ -236,6 +236,52 @@ impl Team {
             f(i, chunk)
         });
     }
+
+    /// Splits `data` into consecutive segments of `segment_lens` (which must sum to its
+    /// length), each segment into chunks of `chunk_len` (the last of a segment may be shorter),
+    /// and runs `f(segment, chunk_index, chunk)` for every chunk on the team, as
+    /// [`Team::for_each`]: the row blocks of several matmuls writing one concatenated output,
+    /// in one loop.
+    pub fn for_each_segment_chunk_mut<T: Send>(
+        &self,
+        data: &mut [T],
+        segment_lens: &[usize],
+        chunk_len: usize,
+        f: impl Fn(usize, usize, &mut [T]) + Sync,
+    ) {
+        assert!(
+            chunk_len > 0,
+            "for_each_segment_chunk_mut: chunk_len must be > 0"
+        );
+        assert_eq!(
+            segment_lens.iter().sum::<usize>(),
+            data.len(),
+            "for_each_segment_chunk_mut: the segments do not cover the data"
+        );
+        let n_tasks = segment_lens.iter().map(|l| l.div_ceil(chunk_len)).sum();
+        let base = SendPtr(data.as_mut_ptr());
+        self.for_each(n_tasks, |i| {
+            // Task `i` is chunk `c` of segment `seg`, which starts at `offset` (few segments: scan).
+            let (mut c, mut offset) = (i, 0);
+            for (seg, &len) in segment_lens.iter().enumerate() {
+                let chunks = len.div_ceil(chunk_len);
+                if c < chunks {
+                    let start = offset + c * chunk_len;
+                    let end = offset + len.min((c + 1) * chunk_len);
+                    // SAFETY: `for_each` runs each index once and distinct indices map to
+                    // distinct chunks, disjoint parts of `data` (the segments tile it, checked
+                    // above), which stays mutably borrowed until every task ends.
+                    let chunk = unsafe {
+                        std::slice::from_raw_parts_mut(base.get().add(start), end - start)
+                    };
+                    return f(seg, c, chunk);
+                }
+                c -= chunks;
+                offset += len;
+            }
+            unreachable!("task {i} of {n_tasks} is inside the segments");
+        });
+    }
 }
 
 impl Drop for Team {

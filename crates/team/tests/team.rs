@@ -54,6 +54,44 @@ fn chunks_cover_the_slice_in_order() {
     }
 }
 
+/// Every chunk of every segment once, with its segment, index and extent (segments of zero
+/// length, shorter than a chunk, and exact multiples of it).
+#[test]
+fn segment_chunks_tile_the_slice() {
+    let team = Team::new(3);
+    for (segments, chunk) in [
+        (vec![4096, 1024, 1024], 64),
+        (vec![5, 0, 7], 4),
+        (vec![0], 3),
+        (vec![1, 1, 1, 1], 8),
+        (vec![130], 64),
+    ] {
+        let len: usize = segments.iter().sum();
+        // Each element records (segment, offset within the segment), written by its chunk.
+        let mut data = vec![(usize::MAX, usize::MAX); len];
+        team.for_each_segment_chunk_mut(&mut data, &segments, chunk, |seg, ci, part| {
+            assert!(!part.is_empty() && part.len() <= chunk);
+            for (j, d) in part.iter_mut().enumerate() {
+                assert_eq!(d.0, usize::MAX, "element written twice");
+                *d = (seg, ci * chunk + j);
+            }
+        });
+        let want: Vec<(usize, usize)> = segments
+            .iter()
+            .enumerate()
+            .flat_map(|(seg, &l)| (0..l).map(move |j| (seg, j)))
+            .collect();
+        assert_eq!(data, want, "{segments:?} by {chunk}");
+    }
+}
+
+#[test]
+#[should_panic(expected = "do not cover")]
+fn segments_must_cover_the_slice() {
+    let mut data = [0u8; 10];
+    Team::new(2).for_each_segment_chunk_mut(&mut data, &[4, 4], 2, |_, _, _| {});
+}
+
 /// Helpers park after `SPIN_BUDGET`; the next loop must wake them (a lost wake-up would hang
 /// the caller, which waits for every helper).
 #[test]
