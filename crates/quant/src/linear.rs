@@ -515,7 +515,7 @@ fn panel_fused(
     scratch.resize(total, 0.0);
     let target = &mut scratch[..total];
     panel::with_scratch(&PANEL_SCRATCH, |acts| {
-        acts.pack(x, k);
+        panel::pack(acts, x, k);
         let chunk_len = panel::PANEL_ROWS_PER_TASK * n_tok;
         Team::current().for_each_segment_chunk_mut(target, lens, chunk_len, |j, c, chunk| {
             let r0 = c * panel::PANEL_ROWS_PER_TASK;

@@ -18,7 +18,8 @@
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
-use nano_infer_simd::{Kernels, PanelActs, PANEL_K_BLOCK};
+use nano_infer_simd::{Kernels, PanelActs, PANEL_K_BLOCK, PANEL_TOKEN_TILE};
+use nano_infer_team::Team;
 
 /// Runs `f` on this thread's scratch buffer `key`, grown by earlier calls and kept, so a hot
 /// path allocates nothing once warm. A nested call on the same thread (a rayon task stolen
@@ -39,6 +40,18 @@ pub(crate) const PANEL_MIN_TOKENS: usize = 16;
 /// Output rows handed to one rayon task on the panel path: a multiple of the micro-kernels'
 /// row groups (12 on AVX-512, 6 on AVX2 and NEON), so only a projection's last task has a tail.
 pub(crate) const PANEL_ROWS_PER_TASK: usize = 96;
+
+/// Runs (one input's 32 tokens) a team task packs: 32 KiB of writes, 40 tasks for a
+/// 128-token, 2560-input prompt.
+const PACK_RUNS_PER_TASK: usize = 256;
+
+/// `acts.pack(x, k)` on the thread team. Serial, the pack of a prompt chunk left the other
+/// threads idle before every prefill matmul.
+pub(crate) fn pack(acts: &mut PanelActs, x: &[f32], k: usize) {
+    let (data, packer) = acts.start_pack(x, k);
+    let chunk = PACK_RUNS_PER_TASK * PANEL_TOKEN_TILE;
+    Team::current().for_each_chunk_mut(data, chunk, |i, part| packer.fill(i * chunk, part));
+}
 
 thread_local! {
     /// The f32 weight block of the matmul this thread is running, reused across calls.

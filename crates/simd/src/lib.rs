@@ -33,7 +33,7 @@ pub mod x86;
 
 pub use half::{bf16, f16};
 pub use isa::{set_max_isa, CpuFeatures, Isa};
-pub use panel::{PanelActs, PANEL_K_BLOCK};
+pub use panel::{PanelActs, PanelPacker, PANEL_K_BLOCK, PANEL_TOKEN_TILE};
 pub use q8::Q8Acts;
 
 /// FP8 encodings found in safetensors checkpoints.

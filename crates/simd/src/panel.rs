@@ -53,30 +53,28 @@ impl PanelActs {
 
     /// Packs `x (n_tok, k)`. Panics unless `k > 0` divides `x.len()`.
     pub fn pack(&mut self, x: &[f32], k: usize) {
+        let (data, packer) = self.start_pack(x, k);
+        packer.fill(0, data);
+    }
+
+    /// Sizes the buffer for `x (n_tok, k)` and returns it, unfilled, with the [`PanelPacker`]
+    /// that fills any run-aligned part of it: what a caller uses to pack on several threads
+    /// (a serial pack leaves the others idle before every prefill matmul; packing on two
+    /// threads made a 128-token prefill 1.00–1.04× faster in paired runs).
+    /// Every float of the buffer must be filled before the activations are used. Panics unless
+    /// `k > 0` divides `x.len()`.
+    pub fn start_pack<'x>(&mut self, x: &'x [f32], k: usize) -> (&mut [f32], PanelPacker<'x>) {
         assert!(
             k > 0 && x.len().is_multiple_of(k),
             "PanelActs: x is not (n_tok, {k})"
         );
         let n_tok = x.len() / k;
         let tiles = n_tok.div_ceil(TOKEN_TILE);
-        // Every float is written below (padding included), so no clearing pass.
+        // Every float is written by the packer (padding included), so no clearing pass.
         self.data.resize(tiles * k * TOKEN_TILE, 0.0);
-        for (tile, dst) in self.data.chunks_exact_mut(k * TOKEN_TILE).enumerate() {
-            let t0 = tile * TOKEN_TILE;
-            let rows = &x[t0 * k..(t0 + TOKEN_TILE).min(n_tok) * k];
-            let nt = rows.len() / k;
-            // One input's run at a time: 32 reads down the tokens' rows (each row is read front
-            // to back across the runs), one contiguous 128-byte write. Measured 3× faster than
-            // writing along each token's row at stride 128 bytes.
-            for (j, run) in dst.chunks_exact_mut(TOKEN_TILE).enumerate() {
-                for (t, d) in run[..nt].iter_mut().enumerate() {
-                    *d = rows[t * k + j];
-                }
-                run[nt..].fill(0.0);
-            }
-        }
         self.k = k;
         self.n_tok = n_tok;
+        (&mut self.data, PanelPacker { x, k, n_tok })
     }
 
     /// Inputs per token.
@@ -93,6 +91,46 @@ impl PanelActs {
     pub fn get(&self, t: usize, j: usize) -> f32 {
         assert!(t < self.n_tok && j < self.k, "PanelActs::get out of range");
         self.data[((t / TOKEN_TILE) * self.k + j) * TOKEN_TILE + t % TOKEN_TILE]
+    }
+}
+
+/// Fills the buffer of [`PanelActs::start_pack`] from `x`: any part of it made of whole runs
+/// (one input's [`PANEL_TOKEN_TILE`] tokens of one tile), so that threads can fill disjoint
+/// parts.
+#[derive(Clone, Copy, Debug)]
+pub struct PanelPacker<'x> {
+    x: &'x [f32],
+    k: usize,
+    n_tok: usize,
+}
+
+/// Tokens per run of a packed tile: [`PanelPacker::fill`] takes parts of whole runs.
+pub const PANEL_TOKEN_TILE: usize = TOKEN_TILE;
+
+impl PanelPacker<'_> {
+    /// Fills `part`, the packed buffer's floats from `offset` on; both are multiples of
+    /// [`PANEL_TOKEN_TILE`] and the part lies inside the buffer.
+    pub fn fill(&self, offset: usize, part: &mut [f32]) {
+        let (k, n_tok) = (self.k, self.n_tok);
+        assert!(
+            offset.is_multiple_of(TOKEN_TILE)
+                && part.len().is_multiple_of(TOKEN_TILE)
+                && offset + part.len() <= n_tok.div_ceil(TOKEN_TILE) * k * TOKEN_TILE,
+            "PanelPacker::fill: part {offset}+{} is not whole runs of the buffer",
+            part.len()
+        );
+        // One input's run at a time: 32 reads down the tokens' rows (each row is read front to
+        // back across the runs), one contiguous 128-byte write. Measured 3× faster than writing
+        // along each token's row at stride 128 bytes.
+        for (i, run) in part.chunks_exact_mut(TOKEN_TILE).enumerate() {
+            let r = offset / TOKEN_TILE + i;
+            let (t0, j) = ((r / k) * TOKEN_TILE, r % k);
+            let nt = (n_tok - t0).min(TOKEN_TILE);
+            for (t, d) in run[..nt].iter_mut().enumerate() {
+                *d = self.x[(t0 + t) * k + j];
+            }
+            run[nt..].fill(0.0);
+        }
     }
 }
 

@@ -4,7 +4,9 @@
 //! (widening, FP8 and 4-bit dequantization), bit for bit, and attention's `mix_rows`.
 
 use crate::{assert_close, scalar, vector_levels, Rng, LENGTHS};
-use nano_infer_simd::{bf16, f16, fp8_to_f32, Fp8Format, Kernels, PanelActs, PANEL_K_BLOCK};
+use nano_infer_simd::{
+    bf16, f16, fp8_to_f32, Fp8Format, Kernels, PanelActs, PANEL_K_BLOCK, PANEL_TOKEN_TILE,
+};
 use proptest::prelude::*;
 
 fn same_bits(got: &[f32], want: &[f32], what: &str) {
@@ -56,6 +58,28 @@ proptest! {
         for t in 0..n_tok {
             for j in 0..k {
                 prop_assert_eq!(acts.get(t, j).to_bits(), x[t * k + j].to_bits());
+            }
+        }
+    }
+
+    /// Packing in parts of whole runs, in any order (as threads do), packs what `pack` does.
+    #[test]
+    fn pack_in_parts((k, _rows, n_tok, seed) in shape(), runs_per_part in 1usize..300) {
+        let x = Rng::new(seed).vec(n_tok * k);
+        let mut whole = PanelActs::new();
+        whole.pack(&x, k);
+        let mut parts = PanelActs::new();
+        let (data, packer) = parts.start_pack(&x, k);
+        data.fill(f32::NAN);
+        let len = runs_per_part * PANEL_TOKEN_TILE;
+        for (i, part) in data.chunks_mut(len).enumerate().rev() {
+            packer.fill(i * len, part);
+        }
+        prop_assert!(data.iter().all(|v| !v.is_nan()), "every float filled, padding included");
+        prop_assert_eq!((parts.k(), parts.n_tok()), (k, n_tok));
+        for t in 0..n_tok {
+            for j in 0..k {
+                prop_assert_eq!(parts.get(t, j).to_bits(), whole.get(t, j).to_bits());
             }
         }
     }
