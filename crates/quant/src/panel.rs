@@ -37,7 +37,7 @@ pub(crate) fn with_scratch<T: Default, R>(
 /// Fewest tokens for which the panel path pays off.
 pub(crate) const PANEL_MIN_TOKENS: usize = 16;
 
-/// Output rows handed to one rayon task on the panel path: a multiple of the micro-kernels'
+/// Output rows handed to one team task on the panel path: a multiple of the micro-kernels'
 /// row groups (12 on AVX-512, 6 on AVX2 and NEON), so only a projection's last task has a tail.
 pub(crate) const PANEL_ROWS_PER_TASK: usize = 96;
 
