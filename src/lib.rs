@@ -10,7 +10,8 @@
 //! - [`kvcache`]: KV storage;
 //! - [`offload`]: weight residency under a memory budget;
 //! - [`tokenizer`]: `tokenizer.json` and the chat template;
-//! - [`qwen3`]: the model, sessions and generation.
+//! - [`qwen3`]: the model, sessions and token-level generation;
+//! - [`generate`]: requests (chat messages, text, ids) in, streamed text events out.
 //!
 //! ```no_run
 //! use nano_infer::qwen3::{Model, LoadOptions};
@@ -21,6 +22,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub use nano_infer_generate as generate;
 pub use nano_infer_kvcache as kvcache;
 pub use nano_infer_offload as offload;
 pub use nano_infer_quant as quant;

@@ -17,9 +17,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "qwen3",
         &["simd", "tensor", "team", "quant", "kvcache", "offload"],
     ),
+    ("generate", &["qwen3", "tokenizer"]),
     (
         "cli",
         &[
+            "generate",
             "qwen3",
             "tokenizer",
             "kvcache",

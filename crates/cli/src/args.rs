@@ -6,8 +6,9 @@
 //! value parsers, so every bad value gives the same one-line `error: ...` as any other mistake.
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
-use nano_infer_qwen3::{Isa, KvDtype, SamplingParams};
+use clap::{ArgAction, Args, Parser, Subcommand};
+use nano_infer_generate::{GenerateError, Params};
+use nano_infer_qwen3::{Isa, KvDtype};
 use std::path::PathBuf;
 
 /// Where `-m` points when it is not given (the original tool's default). When that folder does
@@ -59,8 +60,13 @@ pub struct BatchArgs {
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: PathBuf,
     /// Most sequences decoded together in one forward pass
-    #[arg(long = "max-batch", value_name = "N", default_value_t = 8)]
-    pub max_batch: usize,
+    #[arg(
+        long = "max-batch",
+        value_name = "N",
+        default_value_t = 8,
+        allow_negative_numbers = true
+    )]
+    pub max_batch: i64,
     /// Memory for the paged KV pool (running sequences and cached prefixes)
     #[arg(long = "kv-budget", value_name = "SIZE", default_value = "2GiB")]
     pub kv_budget: String,
@@ -90,6 +96,10 @@ pub struct BatchArgs {
 impl BatchArgs {
     pub fn ctx_size(&self) -> Result<Option<usize>> {
         self.ctx_size.map(|n| positive("--ctx-size", n)).transpose()
+    }
+
+    pub fn max_batch(&self) -> Result<usize> {
+        positive("--max-batch", self.max_batch)
     }
 }
 
@@ -133,9 +143,10 @@ pub struct EngineArgs {
     /// kernels; not bit-faithful to the reference, so off by default)
     #[arg(long = "awq-int8")]
     pub awq_int8: bool,
-    /// Print load time, speeds, peak memory, ISA and threads on stderr
-    #[arg(short, long)]
-    pub verbose: bool,
+    /// Print load time, speeds, peak memory, ISA and threads on stderr (-vv: also the rendered
+    /// prompt)
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
 }
 
 /// The default command: one-shot generation or, with `-i`, a chat.
@@ -162,7 +173,7 @@ pub struct GenerateArgs {
     pub interactive: bool,
     /// Sampling temperature; 0 is greedy [default: generation_config.json]
     #[arg(short = 't', long, value_name = "T", allow_negative_numbers = true)]
-    pub temperature: Option<f32>,
+    pub temperature: Option<f64>,
     /// Keep only the K most likely tokens; 0 turns it off [default: generation_config.json]
     #[arg(
         short = 'k',
@@ -178,24 +189,40 @@ pub struct GenerateArgs {
         value_name = "P",
         allow_negative_numbers = true
     )]
-    pub top_p: Option<f32>,
+    pub top_p: Option<f64>,
     /// Drop tokens less likely than P times the most likely one; 0 turns it off
     #[arg(long = "min-p", value_name = "P", allow_negative_numbers = true)]
-    pub min_p: Option<f32>,
+    pub min_p: Option<f64>,
     /// Repetition penalty over the prompt and output (> 0; 1 turns it off)
     #[arg(
         long = "repeat-penalty",
         value_name = "X",
         allow_negative_numbers = true
     )]
-    pub repeat_penalty: Option<f32>,
+    pub repeat_penalty: Option<f64>,
     /// Subtracted once from the logit of every token already seen; 0 turns it off
     #[arg(
         long = "presence-penalty",
         value_name = "X",
         allow_negative_numbers = true
     )]
-    pub presence_penalty: Option<f32>,
+    pub presence_penalty: Option<f64>,
+    /// Subtracted from a token's logit once per time it was already seen; 0 turns it off
+    #[arg(
+        long = "frequency-penalty",
+        value_name = "X",
+        allow_negative_numbers = true
+    )]
+    pub frequency_penalty: Option<f64>,
+    /// End the answer before this text (repeatable); it is never printed
+    #[arg(long = "stop", value_name = "TEXT")]
+    pub stop: Vec<String>,
+    /// With --json: each generated token's log-probability
+    #[arg(long)]
+    pub logprobs: bool,
+    /// With --json: also the N most likely alternatives of each token (0-20)
+    #[arg(long = "top-logprobs", value_name = "N", allow_negative_numbers = true)]
+    pub top_logprobs: Option<i64>,
     /// Maximum number of tokens to generate (per answer in a chat) [default: generation_config.json, else 512]
     #[arg(
         short = 'l',
@@ -233,7 +260,8 @@ pub struct GenerateArgs {
     /// Do not print the <think>...</think> part of answers
     #[arg(long = "hide-think")]
     pub hide_think: bool,
-    /// Print one JSON object (ids, text, stop reason, timings) instead of streaming text
+    /// Print one JSON object (content, finish_reason, usage, seed, ids, logprobs, timings; see
+    /// README "JSON output") instead of streaming text
     #[arg(long, conflicts_with = "interactive")]
     pub json: bool,
     /// Save the prompt's KV cache to FILE after the run, and reuse the longest matching prefix
@@ -400,51 +428,50 @@ impl EngineArgs {
         }
     }
 
-    /// `--threads`, or the number of CPUs the process may use.
+    /// `--threads`, or the number of CPUs the process may use. More than
+    /// [`MAX_THREADS_PER_CPU`] per CPU is refused: each thread spins between the matmuls of a
+    /// token, so thousands of them only take turns (4,000 took a minute to start).
     pub fn threads(&self) -> Result<usize> {
+        // available_parallelism counts logical CPUs; good enough as a default, and it honours
+        // cgroup and affinity limits, which a physical-core count would not.
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         match self.threads {
             Some(0) => bail!("--threads must be at least 1 (got 0)"),
+            Some(n) if n > cpus * MAX_THREADS_PER_CPU => bail!(
+                "--threads {n} is more than {MAX_THREADS_PER_CPU} per CPU this process may use ({cpus} CPUs, so at most {})",
+                cpus * MAX_THREADS_PER_CPU
+            ),
             Some(n) => Ok(n),
-            // available_parallelism counts logical CPUs; good enough as a default, and it honours
-            // cgroup and affinity limits, which a physical-core count would not.
-            None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+            None => Ok(cpus),
         }
     }
 }
 
-impl GenerateArgs {
-    /// `generation_config.json`'s sampling settings with the flags on top, range-checked.
-    pub fn sampling(&self, defaults: &SamplingParams) -> Result<SamplingParams> {
-        let mut p = defaults.clone();
-        if let Some(t) = self.temperature {
-            p.temperature = t;
-        }
-        if let Some(k) = self.top_k {
-            if k < 0 {
-                bail!("top-k must be >= 0 (got {k}; 0 turns it off)");
-            }
-            p.top_k = k as usize;
-        }
-        if let Some(v) = self.top_p {
-            p.top_p = v;
-        }
-        if let Some(v) = self.min_p {
-            p.min_p = v;
-        }
-        if let Some(v) = self.repeat_penalty {
-            p.repetition_penalty = v;
-        }
-        if let Some(v) = self.presence_penalty {
-            p.presence_penalty = v;
-        }
-        p.seed = self.seed.unwrap_or_else(clock_seed);
-        p.validate().map_err(anyhow::Error::msg)?;
-        Ok(p)
-    }
+/// Most `--threads` per CPU the process may use.
+pub const MAX_THREADS_PER_CPU: usize = 8;
 
-    pub fn max_new_tokens(&self, default: usize) -> Result<usize> {
-        self.max_length
-            .map_or(Ok(default), |n| positive("--max-length", n))
+impl GenerateArgs {
+    /// The flags as a request's settings overlay; the library checks the values (see
+    /// [`flag_error`] for the names in its errors).
+    pub fn params(&self) -> Params {
+        if let Some(t) = self.temperature.filter(|&t| t > 2.0) {
+            note!("warning: -t sets the temperature ({t} is very high); the thread count is --threads");
+        }
+        Params {
+            max_tokens: self.max_length,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repetition_penalty: self.repeat_penalty,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            seed: self.seed,
+            stop: self.stop.clone(),
+            logprobs: self.logprobs,
+            top_logprobs: self.top_logprobs,
+            ignore_eos: self.ignore_eos,
+        }
     }
 
     pub fn ctx_size(&self) -> Result<Option<usize>> {
@@ -452,11 +479,34 @@ impl GenerateArgs {
     }
 }
 
-/// A seed that differs between runs, as the C tool's `time(NULL)` default did.
-fn clock_seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+/// The flag that sets a request field, for error messages.
+fn flag_of(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "temperature" => "--temperature",
+        "top_k" => "--top-k",
+        "top_p" => "--top-p",
+        "min_p" => "--min-p",
+        "repetition_penalty" => "--repeat-penalty",
+        "presence_penalty" => "--presence-penalty",
+        "frequency_penalty" => "--frequency-penalty",
+        "max_tokens" => "--max-length",
+        "stop" => "--stop",
+        "top_logprobs" => "--top-logprobs",
+        "ctx" => "--ctx",
+        _ => return None,
+    })
+}
+
+/// A library error, with a request field's name replaced by the flag that sets it
+/// (`--top-p must be in (0, 1] (got 0)`).
+pub fn flag_error(err: GenerateError) -> anyhow::Error {
+    match &err {
+        GenerateError::InvalidField { field, reason } => match flag_of(field) {
+            Some(flag) => anyhow::anyhow!("{flag} {reason}"),
+            None => err.into(),
+        },
+        _ => err.into(),
+    }
 }
 
 #[cfg(test)]

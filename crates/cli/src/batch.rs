@@ -1,180 +1,178 @@
 //! `qwen3-infer batch`: many requests from a JSON-lines file, decoded together through the
-//! paged KV cache, with prompts that share a prefix (a system prompt) reusing its KV through the
+//! paged KV cache, prompts that share a prefix (a system prompt) reusing its KV through the
 //! radix cache. One JSON line out per request, in input order.
 //!
-//! Input lines: `{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}`,
-//! `{"prompt": "..."}` (one user turn through the chat template; with `"raw": true` plain text),
-//! or `{"ids": [1, 2, 3]}`; optional fields: `max_tokens`, `temperature`, `top_k`, `top_p`,
-//! `min_p`, `repeat_penalty`, `presence_penalty`, `seed`, `think` (bool), `system` (text).
+//! Two input forms (README "Batch"), told apart per line:
+//! - our own lines, `{"prompt": ...} | {"messages": [...]} | {"ids": [...]}` plus settings,
+//!   answered with the fields of `--json` and `line`; a bad line stops the run before anything
+//!   is generated, naming the line;
+//! - OpenAI Batch API lines, `{"custom_id", "method": "POST", "url": "/v1/chat/completions",
+//!   "body": {...}}`, answered in the Batch API's output shape; a bad request gets its own
+//!   error line (status 400) and the others still run, as the Batch API does.
 
 use crate::args::BatchArgs;
 use crate::load::{self, Loaded};
-use crate::{hub, run};
+use crate::{hub, interrupt, run};
 use anyhow::{bail, Context, Result};
-use nano_infer_qwen3::{BatchEngine, BatchRequest, EngineOptions, SamplingParams};
-use nano_infer_tokenizer::{ChatMessage, RenderOptions};
-use serde::Deserialize;
-use serde_json::json;
-use std::ops::ControlFlow;
+use nano_infer_generate::json::{
+    chat_completion_json, error_json, parse_batch_line, parse_chat_completion,
+};
+use nano_infer_generate::{Finish, GenerateError, Prepared, Request};
+use nano_infer_qwen3::EngineOptions;
+use serde_json::{json, Value};
 use std::process::ExitCode;
 
-/// One input line.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Line {
-    #[serde(default)]
-    messages: Option<Vec<ChatMessage>>,
-    #[serde(default)]
-    prompt: Option<String>,
-    #[serde(default)]
-    ids: Option<Vec<u32>>,
-    #[serde(default)]
-    raw: bool,
-    #[serde(default)]
-    system: Option<String>,
-    #[serde(default)]
-    think: Option<bool>,
-    #[serde(default)]
-    max_tokens: Option<usize>,
-    #[serde(default)]
-    temperature: Option<f32>,
-    #[serde(default)]
-    top_k: Option<usize>,
-    #[serde(default)]
-    top_p: Option<f32>,
-    #[serde(default)]
-    min_p: Option<f32>,
-    #[serde(default)]
-    repeat_penalty: Option<f32>,
-    #[serde(default)]
-    presence_penalty: Option<f32>,
-    #[serde(default)]
-    seed: Option<u64>,
+/// One input line, parsed.
+enum Line {
+    /// Our own format; `n` is the line number.
+    Native { n: usize, request: Request },
+    /// An OpenAI Batch API line, or the error its request gets.
+    OpenAi {
+        custom_id: Value,
+        request: Result<Request, GenerateError>,
+    },
 }
 
 pub fn run(args: &BatchArgs) -> Result<ExitCode> {
     let text = load::read_text(&args.file)?;
-    let lines: Vec<(usize, Line)> = text
+    let file = args.file.display();
+    let mut lines = Vec::new();
+    for (i, l) in text
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l)
-                .map(|line| (i + 1, line))
-                .with_context(|| {
-                    format!(
-                        "{} line {}: not a valid request",
-                        args.file.display(),
-                        i + 1
-                    )
-                })
-        })
-        .collect::<Result<_>>()?;
+    {
+        let n = i + 1;
+        let value: Value = serde_json::from_str(l)
+            .with_context(|| format!("{file} line {n}: not a valid JSON request"))?;
+        lines.push(parse_line(&value, n).with_context(|| format!("{file} line {n}"))?);
+    }
     if lines.is_empty() {
-        bail!(
-            "{}: no requests (one JSON object per line)",
-            args.file.display()
-        );
+        bail!("{file}: no requests (one JSON object per line)");
     }
     let kv_budget = nano_infer_offload::parse_size(&args.kv_budget)
         .map_err(|e| anyhow::anyhow!("--kv-budget: {e}"))?;
+    let max_batch = args.max_batch()?;
 
     let dir = hub::resolve(args.model.model.as_deref())?;
     let loaded = load::load(&dir, &args.engine, args.ctx_size()?)?;
-    let stop_ids = run::stop_ids(&loaded);
-    let requests = lines
-        .iter()
-        .map(|(n, line)| {
-            request(&loaded, line, &stop_ids)
-                .with_context(|| format!("{} line {n}", args.file.display()))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let generator = &loaded.generator;
+    // Requests that could be prepared run; an OpenAI line's bad request keeps its error.
+    let mut prepared: Vec<Prepared> = Vec::new();
+    // Per line: the index of its prepared request, or the error body of an OpenAI line.
+    let mut slots: Vec<Result<usize, Value>> = Vec::new();
+    for line in &lines {
+        let slot = match line {
+            Line::Native { n, request } => {
+                let p = generator
+                    .prepare(request)
+                    .map_err(crate::args::flag_error)
+                    .with_context(|| format!("{file} line {n}"))?;
+                prepared.push(p);
+                Ok(prepared.len() - 1)
+            }
+            Line::OpenAi { request, .. } => match request {
+                Ok(r) => match generator.prepare(r) {
+                    Ok(p) => {
+                        prepared.push(p);
+                        Ok(prepared.len() - 1)
+                    }
+                    Err(e) => Err(error_json(&e)),
+                },
+                Err(e) => Err(error_json(e)),
+            },
+        };
+        slots.push(slot);
+    }
 
     let options = EngineOptions {
-        max_batch: args.max_batch,
+        max_batch,
         kv_budget_bytes: kv_budget as usize,
         prefix_cache: !args.no_prefix_cache,
         prefix_index: args.prefix_index,
         ..EngineOptions::default()
     };
-    let mut engine = BatchEngine::new(&loaded.model, &options)?;
-    let outputs = engine.run(&requests, |_, _| ControlFlow::Continue(()))?;
-    for ((n, _), out) in lines.iter().zip(&outputs) {
-        let mut line = json!({
-            "line": n,
-            "ids": out.ids,
-            "stop_reason": out.stop_reason.as_str(),
-            "prompt_tokens": out.prompt_tokens,
-            "cached_tokens": out.cached_tokens,
-            "prefill_s": out.prefill_time.as_secs_f64(),
-            "decode_s": out.decode_time.as_secs_f64(),
-        });
-        if let Some(tok) = &loaded.tokenizer {
-            line["text"] = json!(tok.decode(run::answer_ids(&out.ids, out.stop_reason), false)?);
-        }
-        outln!("{}", serde_json::to_string(&line)?)?;
+    let cancel = interrupt::install();
+    let finishes = generator.run_batch(&prepared, &options, &cancel, |_, _| {})?;
+    let model_name = dir.file_name().map_or_else(
+        || dir.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for (k, (line, slot)) in lines.iter().zip(&slots).enumerate() {
+        let out = match (line, slot) {
+            (Line::Native { n, .. }, Ok(i)) => native_line(&loaded, *n, &finishes[*i])?,
+            (Line::OpenAi { custom_id, .. }, slot) => {
+                let (status, body) = match slot {
+                    Ok(i) => (
+                        200,
+                        chat_completion_json(
+                            &finishes[*i],
+                            &format!("chatcmpl-{k}"),
+                            &model_name,
+                            created,
+                        ),
+                    ),
+                    Err(body) => (400, body.clone()),
+                };
+                json!({
+                    "id": format!("batch_req_{k}"),
+                    "custom_id": custom_id,
+                    "response": { "status_code": status, "request_id": format!("req_{k}"), "body": body },
+                    "error": null,
+                })
+            }
+            (Line::Native { .. }, Err(_)) => unreachable!("native lines stop the run on error"),
+        };
+        outln!("{}", serde_json::to_string(&out)?)?;
     }
-    let stats = engine.stats();
+    let prompt: usize = finishes.iter().map(|f| f.usage.prompt_tokens).sum();
+    let cached: usize = finishes.iter().map(|f| f.usage.cached_tokens).sum();
     note!(
-        "batch: {} requests, {} prompt tokens, {} reused from the prefix cache ({:.1}%)",
-        outputs.len(),
-        stats.prompt_tokens,
-        stats.cached_tokens,
-        100.0 * stats.cached_tokens as f64 / stats.prompt_tokens.max(1) as f64
+        "batch: {} requests, {prompt} prompt tokens, {cached} reused from the prefix cache ({:.1}%)",
+        finishes.len(),
+        100.0 * cached as f64 / prompt.max(1) as f64
     );
     Ok(ExitCode::SUCCESS)
 }
 
-/// Turns one input line into a request: its prompt ids and its sampling settings.
-fn request(loaded: &Loaded, line: &Line, stop_ids: &[u32]) -> Result<BatchRequest> {
-    let given = [
-        line.messages.is_some(),
-        line.prompt.is_some(),
-        line.ids.is_some(),
-    ];
-    if given.iter().filter(|g| **g).count() != 1 {
-        bail!("give exactly one of `messages`, `prompt` or `ids`");
-    }
-    let prompt = if let Some(ids) = &line.ids {
-        ids.clone()
-    } else if let (Some(text), true) = (&line.prompt, line.raw) {
-        loaded.tokenizer()?.encode(text)?
-    } else {
-        let mut messages = Vec::new();
-        if let Some(system) = &line.system {
-            messages.push(ChatMessage::new("system", system));
-        }
-        match (&line.messages, &line.prompt) {
-            (Some(list), _) => messages.extend(list.iter().cloned()),
-            (None, Some(text)) => messages.push(ChatMessage::new("user", text)),
-            (None, None) => unreachable!("checked above"),
-        }
-        let rendered = loaded.template()?.render(
-            &messages,
-            &RenderOptions {
-                add_generation_prompt: true,
-                enable_thinking: line.think,
-            },
-        )?;
-        loaded.tokenizer()?.encode(&rendered)?
+/// Our own line or an OpenAI Batch API line (it has `custom_id` or `body`).
+fn parse_line(value: &Value, n: usize) -> Result<Line> {
+    let Some(obj) = value
+        .as_object()
+        .filter(|o| o.contains_key("custom_id") || o.contains_key("body"))
+    else {
+        return Ok(Line::Native {
+            n,
+            request: parse_batch_line(value).map_err(crate::args::flag_error)?,
+        });
     };
-    run::check_prompt(loaded, &prompt)?;
-    let d = &loaded.defaults.sampling;
-    let sampling = SamplingParams {
-        temperature: line.temperature.unwrap_or(d.temperature),
-        top_k: line.top_k.unwrap_or(d.top_k),
-        top_p: line.top_p.unwrap_or(d.top_p),
-        min_p: line.min_p.unwrap_or(d.min_p),
-        repetition_penalty: line.repeat_penalty.unwrap_or(d.repetition_penalty),
-        presence_penalty: line.presence_penalty.unwrap_or(d.presence_penalty),
-        seed: line.seed.unwrap_or(d.seed),
+    let custom_id = obj.get("custom_id").cloned().unwrap_or(Value::Null);
+    let request = match (
+        obj.get("method").and_then(Value::as_str),
+        obj.get("url").and_then(Value::as_str),
+    ) {
+        (Some("POST"), Some("/v1/chat/completions")) => match obj.get("body") {
+            Some(body) => parse_chat_completion(body).map(|(request, _)| request),
+            None => Err(GenerateError::field("body", "is required")),
+        },
+        (method, url) => Err(GenerateError::field(
+            "url",
+            format!(
+                "only POST /v1/chat/completions is supported (got {} {})",
+                method.unwrap_or("?"),
+                url.unwrap_or("?")
+            ),
+        )),
     };
-    sampling.validate().map_err(|e| anyhow::anyhow!(e))?;
-    Ok(BatchRequest {
-        prompt,
-        sampling,
-        max_new_tokens: line.max_tokens.unwrap_or(loaded.defaults.max_new_tokens),
-        stop_ids: stop_ids.to_vec(),
-        ignore_eos: false,
-    })
+    Ok(Line::OpenAi { custom_id, request })
+}
+
+/// One answer in our own line format.
+fn native_line(loaded: &Loaded, n: usize, finish: &Finish) -> Result<Value> {
+    let mut out = run::answer_json(loaded, finish)?;
+    out["line"] = json!(n);
+    Ok(out)
 }

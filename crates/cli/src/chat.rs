@@ -1,10 +1,11 @@
 //! The interactive chat (`-i`).
 //!
-//! Each turn renders the whole conversation through the chat template and hands all of its ids
-//! to `generate`, which keeps the session's longest common prefix: a turn prefills only what is
-//! new. The Qwen3 template drops the `<think>` part of earlier answers, so the rendered history
-//! can differ from what the model generated near the end of the previous answer; the reused
-//! prefix is then a little shorter, which costs a few tokens of prefill, never correctness.
+//! The conversation (messages, system prompt, thinking switch) is this module's state; each
+//! turn is a chat [`Request`] run on one `ChatSession`, which keeps the longest common prefix of
+//! its KV and the newly rendered conversation: a turn prefills only what is new. The Qwen3
+//! template drops the `<think>` part of earlier answers, so the rendered history can differ
+//! from what the model generated near the end of the previous answer; the reused prefix is
+//! then a little shorter, which costs a few tokens of prefill, never correctness.
 //!
 //! Input comes from rustyline (line editing, history; Ctrl-C clears the line, Ctrl-D quits) on
 //! a terminal, and from plain stdin lines otherwise, so scripts and tests can pipe a
@@ -12,18 +13,19 @@
 //! holds only the answers.
 
 use crate::args::{self, GenerateArgs};
-use crate::interrupt::Interrupt;
-use crate::load::Loaded;
-use crate::output::{TextStream, ThinkStyle};
-use crate::{run, stats};
+use crate::load::{Bar, Loaded};
+use crate::output::{Printer, ThinkStyle};
+use crate::{interrupt, stats};
 use anyhow::Result;
-use nano_infer_qwen3::{generate, GenerateOptions, Sampler, Session, StopReason};
-use nano_infer_tokenizer::{ChatMessage, ChatTemplate, RenderOptions, Tokenizer};
+use nano_infer_generate::{
+    CancelToken, ChatSession, Event, GenerateError, Params, Prompt, Request, StopCause,
+};
+use nano_infer_tokenizer::ChatMessage;
 use rustyline::error::ReadlineError;
 use rustyline::DefaultEditor;
 use std::io::{BufRead, IsTerminal};
-use std::ops::ControlFlow;
 use std::process::ExitCode;
+use std::time::Instant;
 
 const HELP: &str = "\
 commands:
@@ -38,45 +40,40 @@ Ctrl-C stops the answer being written. End a line with \\ to continue it on the 
 /// The conversation and the session that holds its KV cache.
 struct Chat<'a> {
     loaded: &'a Loaded,
-    tokenizer: &'a Tokenizer,
-    template: &'a ChatTemplate,
-    session: Session<'a>,
-    sampler: Sampler,
-    options: &'a GenerateOptions,
+    session: ChatSession,
+    params: Params,
     system: Option<String>,
     thinking: Option<bool>,
     messages: Vec<ChatMessage>,
     style: ThinkStyle,
-    verbose: bool,
-    interrupt: Interrupt,
+    verbose: u8,
+    cancel: CancelToken,
 }
 
 pub fn run(
     args: &GenerateArgs,
     loaded: &Loaded,
-    sampler: Sampler,
-    options: &GenerateOptions,
+    params: Params,
     first: Option<String>,
 ) -> Result<ExitCode> {
+    // A chat needs text: fail now rather than at the first message.
+    loaded.generator.require_codec()?.template()?;
     let mut chat = Chat {
         loaded,
-        tokenizer: loaded.tokenizer()?,
-        template: loaded.template()?,
-        session: loaded.model.session(),
-        sampler,
-        options,
+        session: loaded.generator.session(),
+        params,
         system: args.system.clone(),
         thinking: args::thinking(args.think, args.no_think),
         messages: Vec::new(),
         style: ThinkStyle::choose(args.hide_think),
         verbose: args.engine.verbose,
-        interrupt: Interrupt::install(),
+        cancel: interrupt::install(),
     };
     let mut input = Input::new()?;
     if input.is_terminal() {
         note!(
             "chatting with {} — /help for commands, Ctrl-D to quit",
-            loaded.model.dir().display()
+            loaded.generator.model().dir().display()
         );
     }
     let mut pending = first;
@@ -142,55 +139,56 @@ impl Chat<'_> {
 
     /// One user message and the model's answer.
     fn turn(&mut self, text: &str) -> Result<()> {
-        self.messages.push(ChatMessage::new("user", text));
-        let ids = match self.render() {
-            Ok(ids) => ids,
-            Err(e) => {
-                self.messages.pop();
-                return Err(e);
-            }
-        };
-        let ctx = self.loaded.model.ctx_size();
-        if ids.len() >= ctx {
-            self.messages.pop();
-            note!(
-                "[context full: the conversation needs {} tokens but the context holds {ctx}; \
-                 /clear starts a new one, or restart with a larger --ctx-size]",
-                ids.len()
-            );
-            return Ok(());
+        let start = Instant::now();
+        let mut messages = Vec::with_capacity(self.messages.len() + 2);
+        if let Some(system) = &self.system {
+            messages.push(ChatMessage::new("system", system.as_str()));
         }
-        let reused = self
-            .session
-            .tokens()
-            .iter()
-            .zip(&ids)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(ids.len() - 1);
-
-        self.interrupt.clear();
-        let mut stream = TextStream::new(Some(self.tokenizer), self.style);
-        let mut print_error = None;
-        let interrupt = &self.interrupt;
-        let generation = generate(
-            &mut self.session,
-            &ids,
-            &mut self.sampler,
-            self.options,
-            |id| {
-                if let Err(e) = stream.push(id) {
-                    print_error = Some(e);
-                    return ControlFlow::Break(());
-                }
-                if interrupt.is_set() {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
+        messages.extend(self.messages.iter().cloned());
+        messages.push(ChatMessage::new("user", text));
+        let request = Request {
+            prompt: Prompt::Chat {
+                messages,
+                enable_thinking: self.thinking,
             },
-        )?;
-        if stream.finish()? {
+            params: self.params.clone(),
+        };
+        let ctx = self.loaded.generator.model().ctx_size();
+        let prepared = match self.loaded.generator.prepare(&request) {
+            Ok(p) => p,
+            Err(GenerateError::PromptTooLong { tokens, .. }) => {
+                note!(
+                    "[context full: the conversation needs {tokens} tokens but the context holds {ctx}; \
+                     /clear starts a new one, or restart with a larger --ctx-size]"
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(args::flag_error(e)),
+        };
+        if self.verbose >= 2 {
+            stats::print_prepared(&prepared, self.verbose);
+        }
+
+        self.cancel.reset();
+        let mut printer = Printer::new(self.style, true);
+        let mut bar = Bar::new("prefill", "tokens");
+        let mut print_error = None;
+        let cancel = &self.cancel;
+        let finish = self.session.generate(&prepared, cancel, |event| {
+            if let Event::Prefill { done, total } = event {
+                bar.set(done as u64, total as u64, "");
+                return;
+            }
+            bar.finish();
+            if print_error.is_none() {
+                if let Err(e) = printer.event(&event) {
+                    print_error = Some(e);
+                    cancel.cancel();
+                }
+            }
+        })?;
+        bar.finish();
+        if printer.finish()? {
             outln!()?;
         }
         if let Some(e) = print_error {
@@ -198,45 +196,34 @@ impl Chat<'_> {
         }
 
         // The answer goes into the history even when cut short, so the next turn sees what
-        // the user saw.
-        let answer = run::answer_ids(&generation.ids, generation.stop_reason);
-        let answer = self.tokenizer.decode(answer, true)?;
+        // the user saw; as the model wrote it (thinking included: the template drops it).
+        let codec = self.loaded.generator.require_codec()?;
+        let answer = codec.tokenizer().decode(finish.answer_ids(), true)?;
+        self.messages.push(ChatMessage::new("user", text));
         self.messages.push(ChatMessage::new("assistant", answer));
-        if self.verbose {
-            stats::print_generation(&generation, reused, &self.session);
+        if self.verbose > 0 {
+            stats::print_generation(&finish, self.session.session(), start.elapsed());
         }
-        match generation.stop_reason {
-            StopReason::Cancelled => note!("[answer stopped]"),
-            StopReason::ContextFull => note!(
+        match finish.cause {
+            StopCause::Cancelled => note!("[answer stopped]"),
+            StopCause::ContextFull => note!(
                 "[context full ({ctx} tokens): the answer was cut; /clear starts a new conversation, \
                  or restart with a larger --ctx-size]"
             ),
-            StopReason::Length => note!("[answer cut at {} tokens; -l sets the limit]", self.options.max_new_tokens),
-            StopReason::Stop => {}
+            StopCause::MaxTokens => note!(
+                "[answer cut at {} tokens; -l sets the limit]",
+                prepared.settings.max_tokens
+            ),
+            StopCause::Eos(_) | StopCause::StopString(_) => {}
         }
         Ok(())
-    }
-
-    /// The conversation so far, rendered and encoded, ending with the assistant's turn opening.
-    fn render(&self) -> Result<Vec<u32>> {
-        let mut messages = Vec::with_capacity(self.messages.len() + 1);
-        if let Some(system) = &self.system {
-            messages.push(ChatMessage::new("system", system.as_str()));
-        }
-        messages.extend(self.messages.iter().cloned());
-        let options = RenderOptions {
-            add_generation_prompt: true,
-            enable_thinking: self.thinking,
-        };
-        let rendered = self.template.render(&messages, &options)?;
-        Ok(self.tokenizer.encode(&rendered)?)
     }
 }
 
 /// Where user lines come from.
 enum Input {
     Editor(Box<DefaultEditor>),
-    Plain(std::io::Lines<std::io::StdinLock<'static>>),
+    Plain(std::io::StdinLock<'static>),
 }
 
 impl Input {
@@ -244,7 +231,7 @@ impl Input {
         if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
             Ok(Input::Editor(Box::new(DefaultEditor::new()?)))
         } else {
-            Ok(Input::Plain(std::io::stdin().lock().lines()))
+            Ok(Input::Plain(std::io::stdin().lock()))
         }
     }
 
@@ -252,7 +239,7 @@ impl Input {
         matches!(self, Input::Editor(_))
     }
 
-    /// The next message (lines ending in `\` joined with the next), or `None` at end of input.
+    /// The next message (lines ending in `\\` joined with the next), or `None` at end of input.
     fn read(&mut self) -> Result<Option<String>> {
         let mut message = String::new();
         loop {
@@ -278,7 +265,17 @@ impl Input {
 
     fn read_line(&mut self, prompt: &str) -> Result<Option<String>> {
         match self {
-            Input::Plain(lines) => Ok(lines.next().transpose()?),
+            Input::Plain(stdin) => loop {
+                let mut bytes = Vec::new();
+                if stdin.read_until(b'\n', &mut bytes)? == 0 {
+                    return Ok(None);
+                }
+                match String::from_utf8(bytes) {
+                    Ok(line) => return Ok(Some(line.trim_end_matches(['\n', '\r']).to_string())),
+                    // One bad line (a binary paste) is skipped, not the end of the chat.
+                    Err(_) => note!("[skipped a line that is not valid UTF-8]"),
+                }
+            },
             Input::Editor(editor) => loop {
                 match editor.readline(prompt) {
                     Ok(line) => return Ok(Some(line)),

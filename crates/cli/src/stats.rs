@@ -5,7 +5,8 @@
 //! pass of its own (it is sampled from the prefill's logits).
 
 use crate::load::Loaded;
-use nano_infer_qwen3::{Generation, SamplingParams, Session};
+use nano_infer_generate::{Finish, Prepared};
+use nano_infer_qwen3::Session;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -19,25 +20,25 @@ fn rate(n: usize, t: Duration) -> f64 {
     }
 }
 
-/// Forward passes of the decode phase.
-fn decode_passes(g: &Generation) -> usize {
-    g.ids.len().saturating_sub(1)
+/// Prompt tokens the prefill computed (the rest came from a cache).
+fn prefilled(f: &Finish) -> usize {
+    f.usage.prompt_tokens - f.usage.cached_tokens
 }
 
 /// The `timings` object of `--json`.
-pub fn timings_json(load: Duration, g: &Generation) -> Value {
+pub fn timings_json(load: Duration, f: &Finish) -> Value {
     json!({
         "load_s": load.as_secs_f64(),
-        "prefill_s": g.prefill_time.as_secs_f64(),
-        "decode_s": g.decode_time.as_secs_f64(),
-        "prefill_tok_s": rate(g.prompt_tokens, g.prefill_time),
-        "decode_tok_s": rate(decode_passes(g), g.decode_time),
+        "prefill_s": f.prefill_time.as_secs_f64(),
+        "decode_s": f.decode_time.as_secs_f64(),
+        "prefill_tok_s": rate(prefilled(f), f.prefill_time),
+        "decode_tok_s": rate(f.decode_steps(), f.decode_time),
     })
 }
 
 /// `-v`: what was loaded, how, and how long it took.
 pub fn print_load(loaded: &Loaded) {
-    let m = &loaded.model;
+    let m = loaded.generator.model();
     note!(
         "model: {} ({} of weights, {} read per token), loaded in {:.2} s",
         m.dir().display(),
@@ -54,31 +55,54 @@ pub fn print_load(loaded: &Loaded) {
     );
 }
 
-/// `-v`: one generation's prompt and speeds. `reused` is the prefix the session already held.
-pub fn print_generation(g: &Generation, reused: usize, session: &Session<'_>) {
-    let reuse = if reused > 0 {
-        format!(" ({reused} reused from the cache)")
-    } else {
-        String::new()
+/// `-v`: the settings in force (with the seed, drawn or given); `-vv`: also the rendered prompt.
+pub fn print_prepared(p: &Prepared, verbosity: u8) {
+    let s = &p.settings.sampling;
+    note!(
+        "sampling: temperature {}, top-k {}, top-p {}, min-p {}, repeat-penalty {}, presence-penalty {}, frequency-penalty {}, seed {}; at most {} new tokens",
+        s.temperature, s.top_k, s.top_p, s.min_p, s.repetition_penalty, s.presence_penalty,
+        s.frequency_penalty, s.seed, p.settings.max_tokens
+    );
+    if verbosity >= 2 {
+        if let Some(text) = &p.text {
+            note!("rendered prompt: {text:?}");
+        }
+    }
+}
+
+/// `-v`: one generation's prompt, speeds and memory. Every rate divides the count printed
+/// beside it: prefill tokens computed, and decode steps (the first generated token comes from
+/// the prefill's logits, so `n` tokens take `n - 1` steps).
+pub fn print_generation(f: &Finish, session: &Session<'_>, total: Duration) {
+    let reuse = match f.usage.cached_tokens {
+        0 => String::new(),
+        n => format!(" ({n} reused from the cache)"),
     };
     note!(
         "prompt: {} tokens prefilled{reuse} in {:.3} s, {:.1} tok/s",
-        g.prompt_tokens,
-        g.prefill_time.as_secs_f64(),
-        rate(g.prompt_tokens, g.prefill_time)
+        prefilled(f),
+        f.prefill_time.as_secs_f64(),
+        rate(prefilled(f), f.prefill_time)
     );
+    let steps = f.decode_steps();
+    let ms_per_token = if steps == 0 {
+        0.0
+    } else {
+        1000.0 * f.decode_time.as_secs_f64() / steps as f64
+    };
     note!(
-        "decode: {} tokens in {:.3} s, {:.1} tok/s; stop: {}",
-        g.ids.len(),
-        g.decode_time.as_secs_f64(),
-        rate(decode_passes(g), g.decode_time),
-        g.stop_reason.as_str()
+        "decode: {} tokens, {steps} decode steps in {:.3} s, {:.1} tok/s, {ms_per_token:.1} ms/token; finish: {}",
+        f.ids.len(),
+        f.decode_time.as_secs_f64(),
+        rate(steps, f.decode_time),
+        f.reason().as_str()
     );
     let peak = peak_memory().map_or_else(|| "unknown".to_string(), human_bytes);
     note!(
-        "memory: peak {peak}, KV cache {} for {} positions",
+        "memory: peak {peak}, KV cache {} for {} positions; total {:.3} s",
         human_bytes(session.kv_bytes() as u64),
-        session.position()
+        session.position(),
+        total.as_secs_f64()
     );
 }
 
@@ -95,14 +119,6 @@ pub fn human_bytes(n: u64) -> String {
         unit += 1;
     }
     format!("{value:.1} {}", UNITS[unit])
-}
-
-/// `-v`: the sampling settings in force.
-pub fn print_sampling(p: &SamplingParams, max_new_tokens: usize) {
-    note!(
-        "sampling: temperature {}, top-k {}, top-p {}, min-p {}, repeat-penalty {}, presence-penalty {}, seed {}; at most {max_new_tokens} new tokens",
-        p.temperature, p.top_k, p.top_p, p.min_p, p.repetition_penalty, p.presence_penalty, p.seed
-    );
 }
 
 /// Peak resident memory of the process in bytes: `VmHWM` on Linux.

@@ -6,8 +6,8 @@
 
 use crate::args::{self, TokenizeArgs};
 use crate::{hub, load};
-use anyhow::{bail, Result};
-use nano_infer_tokenizer::{ChatMessage, ChatTemplate, RenderOptions};
+use anyhow::{anyhow, bail, Result};
+use nano_infer_generate::{Prompt, TextCodec};
 use serde_json::json;
 use std::process::ExitCode;
 
@@ -18,23 +18,23 @@ pub fn run(args: &TokenizeArgs) -> Result<ExitCode> {
         (None, None) => bail!("tokenize needs a TEXT argument or -f FILE"),
     };
     let dir = hub::resolve(args.model.model.as_deref())?;
-    let tokenizer = load::load_tokenizer(&dir)?.ok_or_else(|| load::no_tokenizer(&dir))?;
+    let codec = TextCodec::from_dir(&dir)?.ok_or_else(|| {
+        anyhow!(
+            "{} has no tokenizer.json: a text prompt needs the tokenizer files (pass token ids with --ids instead)",
+            dir.display()
+        )
+    })?;
     let prompt = if args.chat {
-        let template = ChatTemplate::from_dir(&dir)?;
-        let mut messages = Vec::new();
-        if let Some(system) = &args.system {
-            messages.push(ChatMessage::new("system", system.as_str()));
-        }
-        messages.push(ChatMessage::new("user", text));
-        let options = RenderOptions {
-            add_generation_prompt: true,
-            enable_thinking: args::thinking(args.think, args.no_think),
-        };
-        template.render(&messages, &options)?
+        Prompt::user(
+            text,
+            args.system.as_deref(),
+            args::thinking(args.think, args.no_think),
+        )
     } else {
-        text
+        Prompt::Text(text)
     };
-    let ids = tokenizer.encode(&prompt)?;
+    let prompt = codec.prompt_text(&prompt)?.unwrap_or_default();
+    let ids = codec.encode(&prompt, usize::MAX)?;
     if args.json {
         outln!("{}", json!({ "ids": ids, "prompt": prompt }))?;
     } else {

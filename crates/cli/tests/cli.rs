@@ -129,9 +129,9 @@ fn greedy_ids_match_the_reference() {
                 "{name} {}",
                 prompt["name"]
             );
-            assert_eq!(out["stop_reason"], "length");
+            assert_eq!(out["finish_reason"], "length");
             assert_eq!(
-                out["prompt_tokens"].as_u64().unwrap() as usize,
+                out["usage"]["prompt_tokens"].as_u64().unwrap() as usize,
                 ids.split(',').count()
             );
             assert!(out.get("text").is_none(), "no tokenizer, so no text");
@@ -324,7 +324,7 @@ fn text_prompts_match_the_reference() {
             args.extend_from_slice(flags);
             let out = run_json(&args);
             assert_eq!(
-                out["prompt_tokens"].as_u64().unwrap() as usize,
+                out["usage"]["prompt_tokens"].as_u64().unwrap() as usize,
                 want["input_ids"].as_array().unwrap().len(),
                 "{variant} {text:?}"
             );
@@ -686,7 +686,7 @@ fn bad_input_gives_one_line_and_a_failure_status() {
         ),
         (
             &["-m", bf16, "--ids", "1", "--repeat-penalty", "0"],
-            "repeat penalty must be > 0",
+            "--repeat-penalty must be > 0",
         ),
         (
             &["-m", bf16, "--ids", "1", "-l", "0"],
@@ -945,10 +945,19 @@ fn batch_runs_requests_together_and_reuses_shared_prefixes() {
             ids_of(&outs[0]["ids"]),
             ids_of(&r["prompts"][3]["greedy_ids"])
         );
-        assert_eq!(outs[0]["cached_tokens"], 0);
+        assert_eq!(
+            outs[0]["usage"]["prompt_tokens_details"]["cached_tokens"],
+            0
+        );
         // Later ones share whole 16-token blocks of its prefix and skip their prefill.
-        assert_eq!(outs[1]["cached_tokens"], 96);
-        assert_eq!(outs[2]["cached_tokens"], 144);
+        assert_eq!(
+            outs[1]["usage"]["prompt_tokens_details"]["cached_tokens"],
+            96
+        );
+        assert_eq!(
+            outs[2]["usage"]["prompt_tokens_details"]["cached_tokens"],
+            144
+        );
         // And they generate what a lone one-shot run generates.
         for (i, single) in singles.iter().enumerate() {
             assert_eq!(
@@ -1043,6 +1052,9 @@ fn prompt_cache_reuses_the_prefix_and_refuses_foreign_files() {
         "--json",
     ]);
     let cached: Value = serde_json::from_str(stdout(&second).trim()).unwrap();
+    // Honest counts: the whole prompt, and of it the part served from the file.
+    assert_eq!(cached["usage"]["prompt_tokens"], 7);
+    assert_eq!(cached["usage"]["prompt_tokens_details"]["cached_tokens"], 6);
     assert_eq!(
         cached["ids"], plain["ids"],
         "a reused prefix gives the tokens of a full prefill"

@@ -174,6 +174,17 @@ pub struct CacheStats {
     pub blocks_total: usize,
 }
 
+/// A token [`BatchEngine::run`] just sampled, shown to its callback.
+#[derive(Clone, Copy, Debug)]
+pub struct SampledToken<'a> {
+    /// Index of the request in the slice given to `run`.
+    pub request: usize,
+    pub id: u32,
+    /// The logits `(vocab)` the token was sampled from, before any sampling transform (for
+    /// log-probabilities).
+    pub logits: &'a [f32],
+}
+
 /// One request of [`BatchEngine::run`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct BatchRequest {
@@ -489,8 +500,8 @@ impl<'m> BatchEngine<'m> {
     }
 
     /// Runs every request to completion, decoding up to `max_batch` of them together, and
-    /// returns their outputs in request order. `on_token(i, id)` sees each token of request `i`
-    /// as it is sampled; `Break` ends that request (`StopReason::Cancelled`).
+    /// returns their outputs in request order. `on_token` sees each token as it is sampled,
+    /// with the logits it was sampled from; `Break` ends that request (`StopReason::Cancelled`).
     ///
     /// Requests are checked before anything runs (empty prompt, a prompt longer than the
     /// context, ids outside the vocabulary). Admission keeps every running request's worst case
@@ -498,7 +509,7 @@ impl<'m> BatchEngine<'m> {
     pub fn run(
         &mut self,
         requests: &[BatchRequest],
-        mut on_token: impl FnMut(usize, u32) -> ControlFlow<()>,
+        mut on_token: impl FnMut(SampledToken<'_>) -> ControlFlow<()>,
     ) -> Result<Vec<BatchOutput>, ModelError> {
         let vocab = self.model.vocab_size();
         let max = self.model.ctx_size();
@@ -536,7 +547,7 @@ impl<'m> BatchEngine<'m> {
         &mut self,
         requests: &[BatchRequest],
         active: &mut Vec<Active>,
-        on_token: &mut dyn FnMut(usize, u32) -> ControlFlow<()>,
+        on_token: &mut dyn FnMut(SampledToken<'_>) -> ControlFlow<()>,
     ) -> Result<Vec<BatchOutput>, ModelError> {
         let bs = self.options.block_size;
         let ctx = self.model.ctx_size();
@@ -603,7 +614,7 @@ impl<'m> BatchEngine<'m> {
                 };
                 next_req += 1;
                 let next = a.sampler.sample(&self.logits, &self.seqs[&seq].tokens);
-                match accept_token(&mut a, r, next, ctx, &self.cache, on_token)? {
+                match accept_token(&mut a, r, next, &self.logits, ctx, &self.cache, on_token)? {
                     Some(reason) => self.finish(a, reason, &mut outputs)?,
                     None => active.push(a),
                 }
@@ -622,7 +633,7 @@ impl<'m> BatchEngine<'m> {
                 let row = &self.logits[i * vocab..(i + 1) * vocab];
                 let next = a.sampler.sample(row, &self.seqs[&a.seq].tokens);
                 let r = &requests[a.req];
-                if let Some(reason) = accept_token(a, r, next, ctx, &self.cache, on_token)? {
+                if let Some(reason) = accept_token(a, r, next, row, ctx, &self.cache, on_token)? {
                     finished.push((i, reason));
                 }
             }
@@ -796,12 +807,18 @@ fn accept_token(
     a: &mut Active,
     r: &BatchRequest,
     next: u32,
+    logits: &[f32],
     ctx: usize,
     cache: &PagedKvCache,
-    on_token: &mut dyn FnMut(usize, u32) -> ControlFlow<()>,
+    on_token: &mut dyn FnMut(SampledToken<'_>) -> ControlFlow<()>,
 ) -> Result<Option<StopReason>, ModelError> {
     a.ids.push(next);
-    Ok(if on_token(a.req, next).is_break() {
+    let step = SampledToken {
+        request: a.req,
+        id: next,
+        logits,
+    };
+    Ok(if on_token(step).is_break() {
         Some(StopReason::Cancelled)
     } else if !r.ignore_eos && r.stop_ids.contains(&next) {
         Some(StopReason::Stop)
@@ -820,7 +837,7 @@ pub fn run_batch(
     model: &Model,
     requests: &[BatchRequest],
     options: &EngineOptions,
-    on_token: impl FnMut(usize, u32) -> ControlFlow<()>,
+    on_token: impl FnMut(SampledToken<'_>) -> ControlFlow<()>,
 ) -> Result<Vec<BatchOutput>, ModelError> {
     BatchEngine::new(model, options)?.run(requests, on_token)
 }

@@ -1,6 +1,6 @@
 //! `generation_config.json` defaults and the generation loop.
 
-use crate::{ModelError, Sampler, SamplingParams, Session};
+use crate::{ModelError, SampledToken, Sampler, SamplingParams, Session};
 use serde::Deserialize;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -110,7 +110,7 @@ pub enum StopReason {
     Length,
     /// The context is full.
     ContextFull,
-    /// The per-token callback asked to stop (Ctrl-C in the chat).
+    /// The callback asked to stop (Ctrl-C, a client gone, a stop string).
     Cancelled,
 }
 
@@ -131,33 +131,50 @@ pub struct Generation {
     /// Generated ids, the stop id included when there was one.
     pub ids: Vec<u32>,
     pub stop_reason: StopReason,
-    /// Tokens the prefill processed (the prompt less any prefix already in the session).
+    /// Tokens the prefill processed (the prompt less any prefix already in the session; less
+    /// than that when it was cancelled part way).
     pub prompt_tokens: usize,
+    /// Leading prompt tokens the session already held, so not prefilled.
+    pub cached_tokens: usize,
     pub prefill_time: Duration,
     pub decode_time: Duration,
 }
 
 /// Options of one [`generate`] call.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct GenerateOptions {
     pub max_new_tokens: usize,
     pub stop_ids: Vec<u32>,
     /// Keep generating past stop ids (llama.cpp's `--ignore-eos`).
     pub ignore_eos: bool,
+    /// Longest prefill forward pass in tokens (0: the whole prompt in one). Between chunks the
+    /// callback sees [`GenerateStep::Prefill`] and may stop, so a long prompt can be
+    /// interrupted within one chunk.
+    pub prefill_chunk: usize,
+}
+
+/// What [`generate`]'s callback sees.
+#[derive(Clone, Copy, Debug)]
+pub enum GenerateStep<'a> {
+    /// A prefill chunk finished: `done` of `total` new prompt tokens are in the cache.
+    Prefill { done: usize, total: usize },
+    /// A token was sampled (`request` is 0).
+    Token(SampledToken<'a>),
 }
 
 /// Feeds the part of `prompt` the session does not already hold, then samples until a stop id,
-/// `max_new_tokens`, a full context, or `on_token` returning `Break`.
+/// `max_new_tokens`, a full context, or `on_step` returning `Break`.
 ///
 /// Prefix reuse: if the session's tokens are a prefix of `prompt`, only the rest is prefilled
 /// (a chat turn pays for its new tokens only); otherwise the session is cut back to the longest
-/// common prefix first.
+/// common prefix first. A prefill stopped between chunks keeps the chunks that ran (they are
+/// valid KV for this prompt, and a retry reuses them) and ends with `Cancelled` and no ids.
 pub fn generate(
     session: &mut Session<'_>,
     prompt: &[u32],
     sampler: &mut Sampler,
     options: &GenerateOptions,
-    mut on_token: impl FnMut(u32) -> ControlFlow<()>,
+    mut on_step: impl FnMut(GenerateStep<'_>) -> ControlFlow<()>,
 ) -> Result<Generation, ModelError> {
     let common = session
         .tokens()
@@ -180,7 +197,30 @@ pub fn generate(
     }
 
     let start = Instant::now();
-    session.prefill(fresh)?;
+    let chunk = if options.prefill_chunk == 0 {
+        fresh.len()
+    } else {
+        options.prefill_chunk
+    };
+    let mut done = 0;
+    for part in fresh.chunks(chunk) {
+        session.prefill(part)?;
+        done += part.len();
+        let step = GenerateStep::Prefill {
+            done,
+            total: fresh.len(),
+        };
+        if done < fresh.len() && on_step(step).is_break() {
+            return Ok(Generation {
+                ids: Vec::new(),
+                stop_reason: StopReason::Cancelled,
+                prompt_tokens: done,
+                cached_tokens: keep,
+                prefill_time: start.elapsed(),
+                decode_time: Duration::ZERO,
+            });
+        }
+    }
     let prefill_time = start.elapsed();
     let start = Instant::now();
     let mut ids = Vec::new();
@@ -190,7 +230,12 @@ pub fn generate(
         }
         let next = sampler.sample(session.logits(), session.tokens());
         ids.push(next);
-        if on_token(next).is_break() {
+        let step = GenerateStep::Token(SampledToken {
+            request: 0,
+            id: next,
+            logits: session.logits(),
+        });
+        if on_step(step).is_break() {
             break StopReason::Cancelled;
         }
         if !options.ignore_eos && options.stop_ids.contains(&next) {
@@ -208,6 +253,7 @@ pub fn generate(
         ids,
         stop_reason,
         prompt_tokens: fresh.len(),
+        cached_tokens: keep,
         prefill_time,
         decode_time: start.elapsed(),
     })

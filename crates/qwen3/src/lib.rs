@@ -29,11 +29,14 @@ mod weights;
 
 pub use batch::{
     run_batch, BatchEngine, BatchOutput, BatchRequest, CacheStats, EngineOptions, PrefixIndex,
+    SampledToken,
 };
 pub use config::{Qwen3Config, RopeScaling};
 pub use error::ModelError;
-pub use generation::{generate, GenerateOptions, Generation, GenerationDefaults, StopReason};
-pub use model::{LoadOptions, Logits, Model};
+pub use generation::{
+    generate, GenerateOptions, GenerateStep, Generation, GenerationDefaults, StopReason,
+};
+pub use model::{LoadOptions, LoadProgress, Logits, Model};
 pub use nano_infer_kvcache::{KvDtype, SeqId};
 pub use nano_infer_quant::AwqActivations;
 pub use nano_infer_simd::{CpuFeatures, Isa};

@@ -10,6 +10,7 @@ use nano_infer_quant::{AwqActivations, Linear, LinearSource, QuantScheme};
 use nano_infer_simd::{Isa, Kernels};
 use nano_infer_tensor::WeightStore;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How to load a model.
 #[derive(Clone, Debug)]
@@ -69,6 +70,13 @@ pub struct Model {
     _store: WeightStore,
 }
 
+/// How far [`Model::load_with_progress`] is: decoder layers ready out of all of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadProgress {
+    pub layers_done: usize,
+    pub layers_total: usize,
+}
+
 /// Which positions of a forward pass need logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
@@ -81,6 +89,16 @@ pub enum Logits {
 impl Model {
     /// Loads a Hugging Face model directory: `config.json` plus `model.safetensors` or shards.
     pub fn load(dir: impl AsRef<Path>, options: &LoadOptions) -> Result<Self, ModelError> {
+        Self::load_with_progress(dir, options, &mut |_| {})
+    }
+
+    /// [`Model::load`], reporting each decoder layer as it is made ready: mapping is instant,
+    /// but an AWQ checkpoint's layers are repacked one by one, which takes seconds.
+    pub fn load_with_progress(
+        dir: impl AsRef<Path>,
+        options: &LoadOptions,
+        on_progress: &mut dyn FnMut(LoadProgress),
+    ) -> Result<Self, ModelError> {
         let dir = dir.as_ref();
         let config = Qwen3Config::from_dir(dir)?;
         let store = WeightStore::open_dir(dir)?;
@@ -102,7 +120,13 @@ impl Model {
                 .as_ref()
                 .is_some_and(|(plan, _)| plan.streams() && !plan.is_resident(i))
         };
-        let (weights, spilled) = sources.finish(streams)?;
+        let layers_total = config.num_hidden_layers;
+        let (weights, spilled) = sources.finish(streams, &mut |layers_done| {
+            on_progress(LoadProgress {
+                layers_done,
+                layers_total,
+            })
+        })?;
         let (plan, offload_report) = match planned {
             Some((plan, mut report)) => {
                 if let Some((bytes, path)) = spilled {
@@ -185,9 +209,15 @@ impl Model {
         self.kv_dtype
     }
 
-    /// A new, empty session.
+    /// A new, empty session borrowing the model.
     pub fn session(&self) -> Session<'_> {
         Session::new(self)
+    }
+
+    /// A new, empty session that shares the model through its `Arc`: it borrows nothing, so it
+    /// can live beside the model (in a struct, another thread, a table of conversations).
+    pub fn shared_session(self: &Arc<Self>) -> Session<'static> {
+        Session::shared(Arc::clone(self))
     }
 
     /// An empty KV cache shaped for this model.

@@ -7,7 +7,8 @@
 //!    crash the sampler;
 //! 2. repetition penalty over every token seen so far (prompt and output): a positive logit is
 //!    divided by the penalty, a negative one multiplied (CTRL / HF `RepetitionPenaltyLogitsProcessor`);
-//! 3. presence penalty: subtracted once from each token seen (OpenAI / vLLM semantics);
+//! 3. presence penalty: subtracted once from each token seen; frequency penalty: subtracted
+//!    once per occurrence (OpenAI's formula, `logit - count × frequency - presence`);
 //! 4. temperature 0 → greedy argmax (ties to the lowest id), and nothing below applies;
 //! 5. logits ÷ temperature;
 //! 6. top-k (0 = off): keep the k largest;
@@ -30,6 +31,8 @@ pub struct SamplingParams {
     pub repetition_penalty: f32,
     /// 0.0 turns it off.
     pub presence_penalty: f32,
+    /// Subtracted once per occurrence of a token in the history; 0.0 turns it off.
+    pub frequency_penalty: f32,
     pub seed: u64,
 }
 
@@ -42,6 +45,7 @@ impl Default for SamplingParams {
             min_p: 0.0,
             repetition_penalty: 1.0,
             presence_penalty: 0.0,
+            frequency_penalty: 0.0,
             seed: 0,
         }
     }
@@ -75,6 +79,12 @@ impl SamplingParams {
                 self.presence_penalty
             ));
         }
+        if !finite(self.frequency_penalty) {
+            return Err(format!(
+                "frequency penalty must be finite (got {})",
+                self.frequency_penalty
+            ));
+        }
         Ok(())
     }
 }
@@ -86,7 +96,8 @@ pub struct Sampler {
     rng: SplitMix64,
     /// `(id, value)` candidates, reused between calls.
     candidates: Vec<(u32, f32)>,
-    seen: Vec<bool>,
+    /// Occurrences of each id in the history (for the penalties), reused between calls.
+    seen: Vec<u32>,
 }
 
 impl Sampler {
@@ -142,22 +153,23 @@ impl Sampler {
                 .enumerate()
                 .map(|(i, &v)| (i as u32, if v.is_nan() { f32::NEG_INFINITY } else { v })),
         );
-        if p.repetition_penalty != 1.0 || p.presence_penalty != 0.0 {
+        if p.repetition_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
             self.seen.clear();
-            self.seen.resize(logits.len(), false);
+            self.seen.resize(logits.len(), 0);
             for &id in history {
                 if let Some(s) = self.seen.get_mut(id as usize) {
-                    *s = true;
+                    *s += 1;
                 }
             }
             for (id, v) in self.candidates.iter_mut() {
-                if self.seen[*id as usize] {
+                let count = self.seen[*id as usize];
+                if count > 0 {
                     *v = if *v > 0.0 {
                         *v / p.repetition_penalty
                     } else {
                         *v * p.repetition_penalty
                     };
-                    *v -= p.presence_penalty;
+                    *v -= p.presence_penalty + count as f32 * p.frequency_penalty;
                 }
             }
         }

@@ -3,12 +3,17 @@
 use crate::model::RunState;
 use crate::{Logits, Model, ModelError};
 use nano_infer_kvcache::KvCache;
+use std::sync::Arc;
 
 /// One sequence being processed. Prefill the prompt once, then decode token by token; the KV
 /// cache makes each step cost one token's forward pass.
+///
+/// A session either borrows its model ([`Model::session`], `Session<'m>`) or shares it through
+/// an `Arc` ([`Model::shared_session`], `Session<'static>`), so it can be stored beside the
+/// model, moved to another thread, or kept in a server's table of conversations.
 #[derive(Debug)]
 pub struct Session<'m> {
-    model: &'m Model,
+    model: ModelRef<'m>,
     cache: KvCache,
     state: RunState,
     logits: Vec<f32>,
@@ -16,11 +21,40 @@ pub struct Session<'m> {
     tokens: Vec<u32>,
 }
 
+/// How a session holds its model.
+#[derive(Debug)]
+enum ModelRef<'m> {
+    Borrowed(&'m Model),
+    Shared(Arc<Model>),
+}
+
+impl std::ops::Deref for ModelRef<'_> {
+    type Target = Model;
+
+    fn deref(&self) -> &Model {
+        match self {
+            ModelRef::Borrowed(m) => m,
+            ModelRef::Shared(m) => m,
+        }
+    }
+}
+
+impl Session<'static> {
+    pub(crate) fn shared(model: Arc<Model>) -> Self {
+        let cache = model.new_cache();
+        Self::with_model(ModelRef::Shared(model), cache)
+    }
+}
+
 impl<'m> Session<'m> {
     pub(crate) fn new(model: &'m Model) -> Self {
+        Self::with_model(ModelRef::Borrowed(model), model.new_cache())
+    }
+
+    fn with_model(model: ModelRef<'m>, cache: KvCache) -> Self {
         Self {
             model,
-            cache: model.new_cache(),
+            cache,
             state: RunState::default(),
             logits: Vec::new(),
             tokens: Vec::new(),
@@ -28,8 +62,8 @@ impl<'m> Session<'m> {
     }
 
     /// The model this session runs.
-    pub fn model(&self) -> &'m Model {
-        self.model
+    pub fn model(&self) -> &Model {
+        &self.model
     }
 
     /// Feeds `ids` (the whole prompt in one pass) and returns the last position's logits.

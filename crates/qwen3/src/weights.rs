@@ -256,6 +256,7 @@ impl Weights<LinearSource> {
     pub fn finish(
         self,
         streamed: impl Fn(usize) -> bool,
+        on_layer_done: &mut dyn FnMut(usize),
     ) -> Result<(Weights, Option<(u64, PathBuf)>), ModelError> {
         let mut spill: Option<SpillFile> = None;
         let mut layers = Vec::with_capacity(self.layers.len());
@@ -272,6 +273,7 @@ impl Weights<LinearSource> {
                     None => w.finish(),
                 })?,
             );
+            on_layer_done(i + 1);
         }
         let spilled = spill.map(|f| (f.len_bytes(), f.path().to_owned()));
         let weights = Weights {

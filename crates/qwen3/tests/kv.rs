@@ -347,7 +347,7 @@ fn eviction_under_a_small_pool_frees_blocks_and_stays_correct(index: PrefixIndex
         .collect();
     requests.push(requests[0].clone());
     let outputs = engine
-        .run(&requests, |_, _| ControlFlow::Continue(()))
+        .run(&requests, |_| ControlFlow::Continue(()))
         .unwrap();
     for (r, out) in requests.iter().zip(&outputs) {
         let (want, _) = session_greedy(&model, &r.prompt, 6);
@@ -374,7 +374,7 @@ fn eviction_under_a_small_pool_frees_blocks_and_stays_correct(index: PrefixIndex
         ..requests[0].clone()
     };
     assert!(matches!(
-        engine.run(&[too_big], |_, _| ControlFlow::Continue(())),
+        engine.run(&[too_big], |_| ControlFlow::Continue(())),
         Err(ModelError::Kv(_))
     ));
     assert_eq!(engine.n_sequences(), 0);
@@ -423,8 +423,13 @@ fn run_batch_matches_generate_and_reports_cache_hits(index: PrefixIndex) {
         ..small_engine(8, true)
     };
     let mut streamed = vec![Vec::new(); requests.len()];
-    let outputs = run_batch(&model, &requests, &options, |i, id| {
-        streamed[i].push(id);
+    let outputs = run_batch(&model, &requests, &options, |t| {
+        assert_eq!(
+            t.logits.len(),
+            model.vocab_size(),
+            "one logits row per token"
+        );
+        streamed[t.request].push(t.id);
         ControlFlow::Continue(())
     })
     .unwrap();
@@ -440,6 +445,7 @@ fn run_batch_matches_generate_and_reports_cache_hits(index: PrefixIndex) {
                 max_new_tokens: r.max_new_tokens,
                 stop_ids: r.stop_ids.clone(),
                 ignore_eos: false,
+                ..GenerateOptions::default()
             },
             |_| ControlFlow::Continue(()),
         )
@@ -457,8 +463,8 @@ fn run_batch_matches_generate_and_reports_cache_hits(index: PrefixIndex) {
     assert_eq!(outputs[1].stop_reason, StopReason::Length);
 
     // Cancelling one request leaves the others running.
-    let outputs = run_batch(&model, &requests[1..3], &options, |i, _| {
-        if i == 0 {
+    let outputs = run_batch(&model, &requests[1..3], &options, |t| {
+        if t.request == 0 {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
@@ -514,6 +520,7 @@ fn prompt_cache_round_trip_reuses_the_longest_prefix() {
                 max_new_tokens: 8,
                 stop_ids: Vec::new(),
                 ignore_eos: false,
+                ..GenerateOptions::default()
             },
             |_| ControlFlow::Continue(()),
         )

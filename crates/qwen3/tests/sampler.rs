@@ -1,8 +1,8 @@
 //! Sampler properties (proptest) and the generation loop on a fixture.
 
 use nano_infer_qwen3::{
-    generate, GenerateOptions, GenerationDefaults, LoadOptions, Model, Sampler, SamplingParams,
-    StopReason,
+    generate, GenerateOptions, GenerateStep, GenerationDefaults, LoadOptions, Model, Sampler,
+    SamplingParams, StopReason,
 };
 use proptest::prelude::*;
 use std::ops::ControlFlow;
@@ -68,7 +68,7 @@ proptest! {
         rep in 0.5f32..2.0, presence in -1.0f32..1.0, seed: u64,
         history in prop::collection::vec(0u32..250, 0..20),
     ) {
-        let sp = SamplingParams { temperature: t, top_k: k, top_p: p, min_p, repetition_penalty: rep, presence_penalty: presence, seed };
+        let sp = SamplingParams { temperature: t, top_k: k, top_p: p, min_p, repetition_penalty: rep, presence_penalty: presence, frequency_penalty: 0.0, seed };
         let mut sampler = Sampler::new(sp.clone());
         let dist = sampler.distribution(&logits, &history);
         prop_assert!(!dist.is_empty());
@@ -120,6 +120,13 @@ fn penalties_follow_hf_semantics() {
         1,
         "presence counts once: 3 - 1.5 < 2"
     );
+    // Frequency counts every occurrence: 3 - 3 × 0.4 = 1.8 < 2 with three, 2.2 > 2 with two.
+    let sp = SamplingParams {
+        frequency_penalty: 0.4,
+        ..SamplingParams::default()
+    };
+    assert_eq!(Sampler::new(sp.clone()).sample(&[3.0, 2.0], &[0, 0, 0]), 1);
+    assert_eq!(Sampler::new(sp).sample(&[3.0, 2.0], &[0, 0]), 0);
 }
 
 #[test]
@@ -206,10 +213,13 @@ fn generate_greedy_matches_reference_and_reuses_the_prefix() {
         max_new_tokens: 32,
         stop_ids: vec![],
         ignore_eos: false,
+        ..GenerateOptions::default()
     };
     let mut streamed = Vec::new();
-    let out = generate(&mut session, &prompt, &mut sampler, &opts, |id| {
-        streamed.push(id);
+    let out = generate(&mut session, &prompt, &mut sampler, &opts, |step| {
+        if let GenerateStep::Token(t) = step {
+            streamed.push(t.id);
+        }
         ControlFlow::Continue(())
     })
     .unwrap();
@@ -252,6 +262,7 @@ fn generate_stops_on_stop_id_and_cancel() {
         max_new_tokens: 32,
         stop_ids: vec![stop],
         ignore_eos: false,
+        ..GenerateOptions::default()
     };
     let mut sampler = Sampler::new(SamplingParams::default());
     let out = generate(&mut model.session(), &prompt, &mut sampler, &opts, |_| {
@@ -296,6 +307,7 @@ fn generate_reports_a_full_context() {
         max_new_tokens: 32,
         stop_ids: vec![],
         ignore_eos: false,
+        ..GenerateOptions::default()
     };
     let mut sampler = Sampler::new(SamplingParams::default());
     let out = generate(
@@ -317,4 +329,55 @@ fn generate_reports_a_full_context() {
     })
     .unwrap_err();
     assert!(err.to_string().contains("context full"));
+}
+
+#[test]
+fn chunked_prefill_gives_the_same_tokens_and_can_be_cancelled_between_chunks() {
+    let model = Model::load(fixture("bf16"), &LoadOptions::default()).unwrap();
+    let (prompt, expected) = reference_greedy("bf16", 1);
+    assert!(prompt.len() > 3, "the fixture prompt spans several chunks");
+    let opts = GenerateOptions {
+        max_new_tokens: 32,
+        prefill_chunk: 2,
+        ..GenerateOptions::default()
+    };
+    let mut sampler = Sampler::new(SamplingParams::default());
+    let mut chunks = Vec::new();
+    let out = generate(&mut model.session(), &prompt, &mut sampler, &opts, |step| {
+        if let GenerateStep::Prefill { done, total } = step {
+            assert_eq!(total, prompt.len());
+            chunks.push(done);
+        }
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(
+        out.ids, expected,
+        "chunked prefill keeps the reference tokens"
+    );
+    let between: Vec<usize> = (1..)
+        .map(|i| 2 * i)
+        .take_while(|&d| d < prompt.len())
+        .collect();
+    assert_eq!(chunks, between, "one progress step between chunks");
+
+    // Stopped after the first chunk: nothing sampled, the chunk stays, and the next call
+    // reuses it and still gives the reference answer.
+    let mut session = model.session();
+    let out = generate(&mut session, &prompt, &mut sampler, &opts, |_| {
+        ControlFlow::Break(())
+    })
+    .unwrap();
+    assert_eq!(out.stop_reason, StopReason::Cancelled);
+    assert!(out.ids.is_empty());
+    assert_eq!((out.prompt_tokens, session.position()), (2, 2));
+    let out = generate(&mut session, &prompt, &mut sampler, &opts, |_| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(out.cached_tokens, 2);
+    assert_eq!(
+        out.ids, expected,
+        "the session stays usable after a cancelled prefill"
+    );
 }

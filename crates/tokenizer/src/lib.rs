@@ -33,6 +33,7 @@
 //! Architecture Invariant: this crate depends on nothing else in the workspace.
 #![forbid(unsafe_code)]
 
+mod bytes;
 mod chat;
 mod error;
 mod stream;

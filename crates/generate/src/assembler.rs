@@ -1,0 +1,224 @@
+//! Generated ids in, [`Event`]s out: text split into reasoning and content, stop strings,
+//! log-probabilities, and the counts of the final [`Finish`].
+//!
+//! `<think>` and `</think>` are single ids in Qwen3, so the reasoning span is found by id, not by
+//! scanning text: at each tag the detokenizer and the stop matcher are flushed and the channel
+//! switches. A prompt that ends inside an open `<think>` (templates that open it for the model,
+//! as Qwen3-2507's thinking models do) starts in the reasoning channel. Content right after
+//! `</think>` starts at its first non-blank character (the template puts a blank line there,
+//! and drops it again when the answer is rendered back into a conversation).
+
+use crate::logprob::token_logprob;
+use crate::stop::{StopMatcher, StopScan};
+use crate::{Channel, Event, Finish, GenerateError, Settings, StopCause, TextCodec, Usage};
+use nano_infer_qwen3::{Generation, StopReason};
+use nano_infer_tokenizer::StreamDecoder;
+use std::ops::ControlFlow;
+
+/// The text-level state of one generation.
+#[derive(Debug)]
+pub(crate) struct Assembler<'t> {
+    codec: Option<&'t TextCodec>,
+    decoder: Option<StreamDecoder<'t>>,
+    think: Option<(u32, u32)>,
+    channel: Channel,
+    stop: StopMatcher,
+    /// After `</think>`, blanks are dropped until the content's first character.
+    trim_content_start: bool,
+    logprobs: Option<usize>,
+    stop_ids: Vec<u32>,
+    ignore_eos: bool,
+    content: String,
+    reasoning: Option<String>,
+    reasoning_tokens: usize,
+    all_logprobs: Vec<crate::TokenLogprob>,
+    stopped_by: Option<String>,
+}
+
+impl<'t> Assembler<'t> {
+    pub fn new(
+        codec: Option<&'t TextCodec>,
+        settings: &Settings,
+        stop_ids: &[u32],
+        prompt: &[u32],
+    ) -> Self {
+        let think = codec.and_then(TextCodec::think_ids);
+        let open_in_prompt = think.is_some_and(|(open, close)| {
+            let last = |tag: u32| prompt.iter().rposition(|&id| id == tag);
+            match (last(open), last(close)) {
+                (Some(o), Some(c)) => o > c,
+                (Some(_), None) => true,
+                _ => false,
+            }
+        });
+        Self {
+            codec,
+            decoder: codec.map(|c| StreamDecoder::new(c.tokenizer(), true)),
+            think,
+            channel: if open_in_prompt {
+                Channel::Reasoning
+            } else {
+                Channel::Content
+            },
+            stop: StopMatcher::new(&settings.stop),
+            trim_content_start: false,
+            logprobs: settings.logprobs,
+            stop_ids: stop_ids.to_vec(),
+            ignore_eos: settings.ignore_eos,
+            content: String::new(),
+            reasoning: open_in_prompt.then(String::new),
+            reasoning_tokens: 0,
+            all_logprobs: Vec::new(),
+            stopped_by: None,
+        }
+    }
+
+    /// Takes one generated token and the logits it was sampled from. `Break` when the text
+    /// reached a stop string: the generation must end there.
+    pub fn token(
+        &mut self,
+        id: u32,
+        logits: &[f32],
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<ControlFlow<()>, GenerateError> {
+        let logprob = self
+            .logprobs
+            .map(|top| token_logprob(self.codec, logits, id, top));
+        if let Some(lp) = &logprob {
+            self.all_logprobs.push(lp.clone());
+        }
+        emit(Event::Token { id, logprob });
+        if !self.ignore_eos && self.stop_ids.contains(&id) {
+            // The end of the answer, not part of its text.
+            return Ok(ControlFlow::Continue(()));
+        }
+        match self.think {
+            Some((open, _)) if id == open => {
+                let flow = self.flush(emit)?;
+                self.channel = Channel::Reasoning;
+                self.reasoning.get_or_insert_with(String::new);
+                self.reasoning_tokens += 1;
+                return Ok(flow);
+            }
+            Some((_, close)) if id == close => {
+                let flow = self.flush(emit)?;
+                if self.channel == Channel::Reasoning {
+                    self.reasoning_tokens += 1;
+                }
+                self.channel = Channel::Content;
+                self.trim_content_start = true;
+                return Ok(flow);
+            }
+            _ => {}
+        }
+        if self.channel == Channel::Reasoning {
+            self.reasoning_tokens += 1;
+        }
+        let piece = match &mut self.decoder {
+            Some(decoder) => decoder.step(id)?,
+            None => None,
+        };
+        match piece {
+            Some(piece) => Ok(self.text(&piece, emit)),
+            None => Ok(ControlFlow::Continue(())),
+        }
+    }
+
+    /// Ends the text: releases what the detokenizer and the stop matcher hold, and builds the
+    /// final record from the token-level outcome.
+    pub fn finish(
+        mut self,
+        generation: &Generation,
+        prompt_tokens: usize,
+        seed: u64,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<Finish, GenerateError> {
+        if self.stopped_by.is_none() {
+            // A stop string completed by the held bytes sets `stopped_by` itself.
+            let _ = self.flush(emit)?;
+        }
+        let cause = match (&self.stopped_by, generation.stop_reason) {
+            (Some(stop), _) => StopCause::StopString(stop.clone()),
+            (None, StopReason::Stop) => {
+                StopCause::Eos(generation.ids.last().copied().unwrap_or_default())
+            }
+            (None, StopReason::Length) => StopCause::MaxTokens,
+            (None, StopReason::ContextFull) => StopCause::ContextFull,
+            (None, StopReason::Cancelled) => StopCause::Cancelled,
+        };
+        Ok(Finish {
+            cause,
+            usage: Usage {
+                prompt_tokens,
+                cached_tokens: generation.cached_tokens,
+                completion_tokens: generation.ids.len(),
+                reasoning_tokens: self.reasoning_tokens,
+            },
+            seed,
+            ids: generation.ids.clone(),
+            content: self.content,
+            reasoning: self.reasoning,
+            logprobs: self.logprobs.map(|_| self.all_logprobs),
+            prefill_time: generation.prefill_time,
+            decode_time: generation.decode_time,
+        })
+    }
+
+    /// Releases the detokenizer's and the stop matcher's held text into the current channel.
+    fn flush(&mut self, emit: &mut dyn FnMut(Event)) -> Result<ControlFlow<()>, GenerateError> {
+        let pending = match &mut self.decoder {
+            Some(decoder) => decoder.finish()?,
+            None => String::new(),
+        };
+        if self.text(&pending, emit).is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
+        let held = self.stop.flush();
+        self.emit_text(held, emit);
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// Decoded text through the stop matcher.
+    fn text(&mut self, piece: &str, emit: &mut dyn FnMut(Event)) -> ControlFlow<()> {
+        let piece = if self.trim_content_start && self.channel == Channel::Content {
+            let trimmed = piece.trim_start();
+            if !trimmed.is_empty() {
+                self.trim_content_start = false;
+            }
+            trimmed
+        } else {
+            piece
+        };
+        if piece.is_empty() {
+            return ControlFlow::Continue(());
+        }
+        match self.stop.push(piece) {
+            StopScan::Emit(text) => {
+                self.emit_text(text, emit);
+                ControlFlow::Continue(())
+            }
+            StopScan::Stopped { before, stop } => {
+                self.emit_text(before, emit);
+                self.stopped_by = Some(stop);
+                ControlFlow::Break(())
+            }
+        }
+    }
+
+    fn emit_text(&mut self, text: String, emit: &mut dyn FnMut(Event)) {
+        if text.is_empty() {
+            return;
+        }
+        match self.channel {
+            Channel::Content => self.content.push_str(&text),
+            Channel::Reasoning => self
+                .reasoning
+                .get_or_insert_with(String::new)
+                .push_str(&text),
+        }
+        emit(Event::Text {
+            channel: self.channel,
+            text,
+        });
+    }
+}

@@ -1,0 +1,467 @@
+//! Requests from JSON: OpenAI's chat-completions body (the server, OpenAI Batch API lines) and
+//! our own `batch` lines, both into the one [`Request`]; and the answers back in OpenAI's shapes.
+//!
+//! Bodies are read field by field from a `serde_json::Value` rather than through a derived
+//! struct, so that a wrong type is reported with the field's name (OpenAI's `param`), `null`
+//! reads as absent (clients send `"stop": null`), and unknown fields of an OpenAI body are
+//! ignored, as OpenAI clients send many. Our own batch lines are strict instead: an unknown
+//! field there is a typo.
+
+use crate::{Finish, GenerateError, Params, Prompt, Request};
+use nano_infer_tokenizer::ChatMessage;
+use serde_json::{json, Map, Value};
+
+/// What an OpenAI chat-completions body asks for besides the request itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChatOptions {
+    /// `stream`: answer as server-sent events.
+    pub stream: bool,
+    /// `stream_options.include_usage`: a last chunk with the usage.
+    pub include_usage: bool,
+    /// `model`, as the client named it.
+    pub model: Option<String>,
+    /// `user`, for sticky routing.
+    pub user: Option<String>,
+}
+
+/// Parses a `POST /v1/chat/completions` body.
+pub fn parse_chat_completion(body: &Value) -> Result<(Request, ChatOptions), GenerateError> {
+    let f = Fields::of(body, "body")?;
+    let messages = match f.get("messages") {
+        Some(Value::Array(list)) => list
+            .iter()
+            .enumerate()
+            .map(|(i, m)| parse_message(m, i))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => {
+            return Err(GenerateError::field(
+                "messages",
+                "must be an array of messages",
+            ))
+        }
+        None => return Err(GenerateError::field("messages", "is required")),
+    };
+    if messages.is_empty() {
+        return Err(GenerateError::field("messages", "must not be empty"));
+    }
+    if let Some(n) = f.i64("n")? {
+        if n != 1 {
+            return Err(GenerateError::field(
+                "n",
+                format!("only 1 choice per request is supported (got {n})"),
+            ));
+        }
+    }
+    let enable_thinking = match f.get("chat_template_kwargs") {
+        Some(kwargs) => Fields::of(kwargs, "chat_template_kwargs")?
+            .bool_named("enable_thinking", "chat_template_kwargs.enable_thinking")?,
+        None => None,
+    };
+    let mut params = openai_params(&f)?;
+    params.max_tokens = match f.i64("max_completion_tokens")? {
+        Some(n) => Some(n),
+        None => params.max_tokens,
+    };
+    let options = ChatOptions {
+        stream: f.bool("stream")?.unwrap_or(false),
+        include_usage: match f.get("stream_options") {
+            Some(o) => Fields::of(o, "stream_options")?
+                .bool_named("include_usage", "stream_options.include_usage")?
+                .unwrap_or(false),
+            None => false,
+        },
+        model: f.string("model")?,
+        user: f.string("user")?,
+    };
+    let prompt = Prompt::Chat {
+        messages,
+        enable_thinking,
+    };
+    Ok((Request { prompt, params }, options))
+}
+
+/// The sampling fields OpenAI bodies share (with llama-server's and vLLM's extensions).
+fn openai_params(f: &Fields<'_>) -> Result<Params, GenerateError> {
+    Ok(Params {
+        max_tokens: f.i64("max_tokens")?,
+        temperature: f.f64("temperature")?,
+        top_k: f.i64("top_k")?,
+        top_p: f.f64("top_p")?,
+        min_p: f.f64("min_p")?,
+        repetition_penalty: f.f64("repetition_penalty")?,
+        presence_penalty: f.f64("presence_penalty")?,
+        frequency_penalty: f.f64("frequency_penalty")?,
+        seed: f.u64("seed")?,
+        stop: f.strings("stop")?,
+        logprobs: f.bool("logprobs")?.unwrap_or(false),
+        top_logprobs: f.i64("top_logprobs")?,
+        ignore_eos: f.bool("ignore_eos")?.unwrap_or(false),
+    })
+}
+
+/// The fields of our own `batch` lines (README, "batch").
+const NATIVE_FIELDS: &[&str] = &[
+    "messages",
+    "prompt",
+    "ids",
+    "raw",
+    "system",
+    "think",
+    "max_tokens",
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "repeat_penalty",
+    "repetition_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "stop",
+    "logprobs",
+    "top_logprobs",
+    "ignore_eos",
+];
+
+/// Parses one of our own `batch` lines: exactly one of `messages`, `prompt` (one user turn, or
+/// plain text with `"raw": true`) or `ids`, plus the settings of [`Params`] by their OpenAI
+/// names (`repeat_penalty` is accepted for `repetition_penalty`), `system` and `think`.
+pub fn parse_batch_line(line: &Value) -> Result<Request, GenerateError> {
+    let f = Fields::of(line, "line")?;
+    if let Some(unknown) = f.obj.keys().find(|k| !NATIVE_FIELDS.contains(&k.as_str())) {
+        return Err(GenerateError::field(
+            unknown.clone(),
+            "unknown field (see the batch line format in README.md)",
+        ));
+    }
+    let given = ["messages", "prompt", "ids"].map(|k| f.get(k).is_some());
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err(GenerateError::field(
+            "messages",
+            "give exactly one of `messages`, `prompt` or `ids`",
+        ));
+    }
+    let raw = f.bool("raw")?.unwrap_or(false);
+    let system = f.string("system")?;
+    let think = f.bool("think")?;
+    let prompt = if let Some(ids) = f.get("ids") {
+        let list = ids
+            .as_array()
+            .ok_or_else(|| GenerateError::field("ids", "must be an array of token ids"))?;
+        Prompt::Ids(
+            list.iter()
+                .map(|v| {
+                    v.as_u64()
+                        .and_then(|id| u32::try_from(id).ok())
+                        .ok_or_else(|| {
+                            GenerateError::field("ids", format!("`{v}` is not a token id"))
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        )
+    } else if let Some(text) = f.string("prompt")? {
+        if raw {
+            Prompt::Text(text)
+        } else {
+            Prompt::user(text, system.as_deref(), think)
+        }
+    } else {
+        let list = match f.get("messages") {
+            Some(Value::Array(list)) => list,
+            _ => {
+                return Err(GenerateError::field(
+                    "messages",
+                    "must be an array of messages",
+                ))
+            }
+        };
+        let mut messages = Vec::new();
+        if let Some(system) = &system {
+            messages.push(ChatMessage::new("system", system.as_str()));
+        }
+        for (i, m) in list.iter().enumerate() {
+            messages.push(parse_message(m, i)?);
+        }
+        Prompt::Chat {
+            messages,
+            enable_thinking: think,
+        }
+    };
+    let mut params = openai_params(&f)?;
+    if let Some(v) = f.f64("repeat_penalty")? {
+        params.repetition_penalty = Some(v);
+    }
+    Ok(Request { prompt, params })
+}
+
+/// One message: `role`, `content` (a string, `null`, or a list of text parts) and an optional
+/// `reasoning_content`.
+fn parse_message(m: &Value, i: usize) -> Result<ChatMessage, GenerateError> {
+    let name = |field: &str| format!("messages[{i}].{field}");
+    let f = Fields::of(m, &format!("messages[{i}]"))?;
+    let role = f
+        .string_named("role", &name("role"))?
+        .ok_or_else(|| GenerateError::field(name("role"), "is required"))?;
+    let content = match f.get("content") {
+        None => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => {
+            let mut text = String::new();
+            for (j, part) in parts.iter().enumerate() {
+                let field = format!("messages[{i}].content[{j}]");
+                let p = Fields::of(part, &field)?;
+                match p.string_named("type", &field)?.as_deref() {
+                    Some("text") => text.push_str(
+                        &p.string_named("text", &format!("{field}.text"))?
+                            .unwrap_or_default(),
+                    ),
+                    other => {
+                        return Err(GenerateError::field(
+                            field,
+                            format!("only text parts are supported (got type {other:?})"),
+                        ))
+                    }
+                }
+            }
+            text
+        }
+        Some(_) => {
+            return Err(GenerateError::field(
+                name("content"),
+                "must be a string or a list of text parts",
+            ))
+        }
+    };
+    Ok(ChatMessage {
+        role,
+        content,
+        reasoning_content: f.string_named("reasoning_content", &name("reasoning_content"))?,
+    })
+}
+
+/// OpenAI's `chat.completion` object for a finished request.
+pub fn chat_completion_json(finish: &Finish, id: &str, model: &str, created: u64) -> Value {
+    let mut message = json!({ "role": "assistant", "content": finish.content });
+    if let Some(reasoning) = &finish.reasoning {
+        message["reasoning_content"] = json!(reasoning);
+    }
+    json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": message,
+            "logprobs": finish.logprobs_json(),
+            "finish_reason": finish.reason().as_str(),
+        }],
+        "usage": finish.usage.to_json(),
+        "seed": finish.seed,
+    })
+}
+
+/// OpenAI's error body for a request that could not be run: `{"error": {"message", "type",
+/// "param", "code"}}`.
+pub fn error_json(err: &GenerateError) -> Value {
+    let (kind, param) = match err {
+        GenerateError::InvalidField { field, .. } => ("invalid_request_error", Some(field.clone())),
+        e if e.is_request_error() => ("invalid_request_error", None),
+        _ => ("server_error", None),
+    };
+    json!({ "error": { "message": err.to_string(), "type": kind, "param": param, "code": null } })
+}
+
+/// Typed access to a JSON object's fields; `null` reads as absent.
+struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+}
+
+impl<'a> Fields<'a> {
+    fn of(v: &'a Value, what: &str) -> Result<Self, GenerateError> {
+        v.as_object()
+            .map(|obj| Self { obj })
+            .ok_or_else(|| GenerateError::field(what, "must be a JSON object"))
+    }
+
+    fn get(&self, name: &str) -> Option<&'a Value> {
+        self.obj.get(name).filter(|v| !v.is_null())
+    }
+
+    fn typed<T>(
+        &self,
+        name: &str,
+        field: &str,
+        expected: &str,
+        read: impl Fn(&Value) -> Option<T>,
+    ) -> Result<Option<T>, GenerateError> {
+        self.get(name)
+            .map(|v| {
+                read(v).ok_or_else(|| {
+                    GenerateError::field(field, format!("must be {expected} (got {v})"))
+                })
+            })
+            .transpose()
+    }
+
+    fn f64(&self, name: &str) -> Result<Option<f64>, GenerateError> {
+        self.typed(name, name, "a number", Value::as_f64)
+    }
+
+    fn i64(&self, name: &str) -> Result<Option<i64>, GenerateError> {
+        self.typed(name, name, "an integer", Value::as_i64)
+    }
+
+    fn u64(&self, name: &str) -> Result<Option<u64>, GenerateError> {
+        self.typed(name, name, "a non-negative integer", Value::as_u64)
+    }
+
+    fn bool(&self, name: &str) -> Result<Option<bool>, GenerateError> {
+        self.bool_named(name, name)
+    }
+
+    fn bool_named(&self, name: &str, field: &str) -> Result<Option<bool>, GenerateError> {
+        self.typed(name, field, "true or false", Value::as_bool)
+    }
+
+    fn string(&self, name: &str) -> Result<Option<String>, GenerateError> {
+        self.string_named(name, name)
+    }
+
+    fn string_named(&self, name: &str, field: &str) -> Result<Option<String>, GenerateError> {
+        self.typed(name, field, "a string", |v| v.as_str().map(str::to_string))
+    }
+
+    /// A string or a list of strings.
+    fn strings(&self, name: &str) -> Result<Vec<String>, GenerateError> {
+        let read = |v: &Value| match v {
+            Value::String(s) => Some(vec![s.clone()]),
+            Value::Array(list) => list
+                .iter()
+                .map(|s| s.as_str().map(str::to_string))
+                .collect(),
+            _ => None,
+        };
+        Ok(self
+            .typed(name, name, "a string or a list of strings", read)?
+            .unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(err: GenerateError) -> String {
+        match err {
+            GenerateError::InvalidField { field, .. } => field,
+            other => panic!("expected a field error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn an_openai_body_becomes_a_request_and_unknown_fields_are_ignored() {
+        let body = json!({
+            "model": "qwen3", "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "!"}]}
+            ],
+            "max_completion_tokens": 12, "temperature": 0.5, "top_k": 40, "seed": 3,
+            "stop": "\n\n", "logprobs": true, "top_logprobs": 2, "n": 1, "stream": true,
+            "stream_options": {"include_usage": true}, "frequency_penalty": null,
+            "chat_template_kwargs": {"enable_thinking": false}, "some_future_field": {"x": 1}
+        });
+        let (req, opts) = parse_chat_completion(&body).unwrap();
+        let Prompt::Chat {
+            messages,
+            enable_thinking,
+        } = &req.prompt
+        else {
+            panic!()
+        };
+        assert_eq!(messages[1].content, "Hi!");
+        assert_eq!(*enable_thinking, Some(false));
+        assert_eq!(req.params.max_tokens, Some(12));
+        assert_eq!(req.params.stop, vec!["\n\n".to_string()]);
+        assert_eq!(req.params.frequency_penalty, None);
+        assert_eq!(
+            (req.params.top_k, req.params.seed, req.params.top_logprobs),
+            (Some(40), Some(3), Some(2))
+        );
+        assert!(opts.stream && opts.include_usage);
+    }
+
+    #[test]
+    fn wrong_types_and_values_name_their_param() {
+        let cases = [
+            (json!({"messages": "hi"}), "messages"),
+            (json!({"messages": []}), "messages"),
+            (json!({"messages": [{"content": "x"}]}), "messages[0].role"),
+            (
+                json!({"messages": [{"role": "user", "content": 5}]}),
+                "messages[0].content",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}),
+                "temperature",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "n": 2}),
+                "n",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "seed": -1}),
+                "seed",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "stop": [1]}),
+                "stop",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": {"enable_thinking": "no"}}),
+                "chat_template_kwargs.enable_thinking",
+            ),
+        ];
+        for (body, param) in cases {
+            assert_eq!(
+                field_of(parse_chat_completion(&body).unwrap_err()),
+                param,
+                "{body}"
+            );
+        }
+        let err = parse_chat_completion(&json!({"messages": "hi"})).unwrap_err();
+        assert_eq!(error_json(&err)["error"]["param"], "messages");
+        assert_eq!(error_json(&err)["error"]["type"], "invalid_request_error");
+    }
+
+    #[test]
+    fn batch_lines_are_strict_and_take_every_prompt_form() {
+        let line = json!({"prompt": "Hi", "system": "S", "think": false, "repeat_penalty": 1.1});
+        let req = parse_batch_line(&line).unwrap();
+        let Prompt::Chat {
+            messages,
+            enable_thinking,
+        } = &req.prompt
+        else {
+            panic!()
+        };
+        assert_eq!((messages.len(), *enable_thinking), (2, Some(false)));
+        assert_eq!(req.params.repetition_penalty, Some(1.1));
+        let req = parse_batch_line(&json!({"prompt": "Hi", "raw": true})).unwrap();
+        assert_eq!(req.prompt, Prompt::Text("Hi".into()));
+        let req = parse_batch_line(&json!({"ids": [1, 2]})).unwrap();
+        assert_eq!(req.prompt, Prompt::Ids(vec![1, 2]));
+        assert_eq!(
+            field_of(parse_batch_line(&json!({"prompt": "x", "temprature": 1})).unwrap_err()),
+            "temprature"
+        );
+        assert_eq!(
+            field_of(parse_batch_line(&json!({"prompt": "x", "ids": [1]})).unwrap_err()),
+            "messages"
+        );
+        assert_eq!(
+            field_of(parse_batch_line(&json!({"ids": [-1]})).unwrap_err()),
+            "ids"
+        );
+    }
+}
