@@ -454,7 +454,11 @@ impl GenerateArgs {
     /// The flags as a request's settings overlay; the library checks the values (see
     /// [`flag_error`] for the names in its errors).
     pub fn params(&self) -> Params {
-        if let Some(t) = self.temperature.filter(|&t| t > 2.0) {
+        // Only a value that is a valid temperature: an invalid one gets its error instead.
+        if let Some(t) = self
+            .temperature
+            .filter(|&t| t > 2.0 && (t as f32).is_finite())
+        {
             note!("warning: -t sets the temperature ({t} is very high); the thread count is --threads");
         }
         Params {

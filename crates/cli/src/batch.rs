@@ -34,6 +34,9 @@ enum Line {
 }
 
 pub fn run(args: &BatchArgs) -> Result<ExitCode> {
+    let kv_budget = nano_infer_offload::parse_size(&args.kv_budget)
+        .map_err(|e| anyhow::anyhow!("--kv-budget: {e}"))?;
+    let max_batch = args.max_batch()?;
     let text = load::read_text(&args.file)?;
     let file = args.file.display();
     let mut lines = Vec::new();
@@ -50,9 +53,6 @@ pub fn run(args: &BatchArgs) -> Result<ExitCode> {
     if lines.is_empty() {
         bail!("{file}: no requests (one JSON object per line)");
     }
-    let kv_budget = nano_infer_offload::parse_size(&args.kv_budget)
-        .map_err(|e| anyhow::anyhow!("--kv-budget: {e}"))?;
-    let max_batch = args.max_batch()?;
 
     let dir = hub::resolve(args.model.model.as_deref())?;
     let loaded = load::load(&dir, &args.engine, args.ctx_size()?)?;

@@ -51,7 +51,8 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 /// A clap error: help and version go to stdout with success; a bad command line becomes one
-/// line (clap's first) plus a pointer to `--help`, instead of clap's multi-line usage block.
+/// line instead of clap's multi-line block: its message with every detail clap gives (the
+/// conflicting arguments, a "similar argument exists" tip), without the usage block.
 pub fn report_clap(err: &clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     match err.kind() {
@@ -62,15 +63,35 @@ pub fn report_clap(err: &clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
-            let rendered = err.render().to_string();
-            let first = rendered
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid command line");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            note!("error: {first} (see qwen3-infer --help)");
+            note!(
+                "error: {} (see qwen3-infer --help)",
+                clap_message(&err.render().to_string())
+            );
             ExitCode::from(USAGE)
         }
+    }
+}
+
+/// clap's rendered error as one line: the lines before `Usage:`, joined; a tip after `; `.
+fn clap_message(rendered: &str) -> String {
+    let mut out = String::new();
+    for line in rendered.lines().map(str::trim) {
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        let line = line.strip_prefix("error: ").unwrap_or(line);
+        if !out.is_empty() {
+            out.push_str(if line.starts_with("tip:") { "; " } else { " " });
+        }
+        out.push_str(line);
+    }
+    if out.is_empty() {
+        "invalid command line".to_string()
+    } else {
+        out
     }
 }
 
@@ -86,5 +107,19 @@ mod tests {
         assert_eq!(message(&err), "reading prompt.txt: No such file");
         let err = anyhow::anyhow!("line one\nline two");
         assert_eq!(message(&err), "line one line two");
+    }
+
+    #[test]
+    fn clap_details_survive_on_one_line() {
+        let rendered = "error: unexpected argument '--temperatur' found\n\n  tip: a similar argument exists: '--temperature'\n\nUsage: qwen3-infer --temperature <T>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            clap_message(rendered),
+            "unexpected argument '--temperatur' found; tip: a similar argument exists: '--temperature'"
+        );
+        let rendered = "error: the argument '--ids <IDS>' cannot be used with:\n  --prompt <PROMPT>\n  --file <FILE>\n\nUsage: x\n";
+        assert_eq!(
+            clap_message(rendered),
+            "the argument '--ids <IDS>' cannot be used with: --prompt <PROMPT> --file <FILE>"
+        );
     }
 }

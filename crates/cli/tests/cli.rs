@@ -406,11 +406,18 @@ fn verbose_reports_speeds_memory_isa_and_threads() {
         "2 threads",
         "prompt: 3 tokens prefilled",
         "tok/s",
-        "decode: 4 tokens",
+        "decode: 4 tokens, 3 decode steps",
+        "ms/token",
         "memory: peak",
+        "total ",
+        ", seed ",
     ] {
         assert!(err.contains(needle), "missing `{needle}` in: {err}");
     }
+    assert!(
+        !err.contains("rendered prompt"),
+        "-v leaves the prompt out: {err}"
+    );
     // Without a tokenizer the ids are streamed.
     assert_eq!(stdout(&o).split_whitespace().count(), 4);
 }
@@ -720,8 +727,36 @@ fn bad_input_gives_one_line_and_a_failure_status() {
             &["-m", bf16, "--ids", "1", "-t", "abc"],
             "invalid value 'abc'",
         ),
-        // Command-line mistakes clap catches.
+        (
+            &["-m", bf16, "--ids", "1", "--threads", "100000"],
+            "per CPU this process may use",
+        ),
+        (
+            &["-m", bf16, "--ids", "1", "--top-logprobs", "21"],
+            "--top-logprobs must be in 0..=20",
+        ),
+        (
+            &["-m", bf16, "--ids", "1", "--stop", ""],
+            "--stop must not be an empty string",
+        ),
+        (
+            &["-m", bf16, "--ids", "1", "-t", "1e308"],
+            "--temperature must be a finite number",
+        ),
+        (
+            &["batch", "-m", bf16, "-f", "-", "--max-batch", "0"],
+            "--max-batch must be at least 1",
+        ),
+        // Command-line mistakes clap catches, with clap's details on the one line.
         (&["--bogus"], "unexpected argument '--bogus'"),
+        (
+            &["--temperatur", "1"],
+            "tip: a similar argument exists: '--temperature'",
+        ),
+        (
+            &["-m", bf16, "--think", "--no-think", "-p", "x"],
+            "'--think' cannot be used with '--no-think'",
+        ),
         (
             &["-m", bf16, "--ids", "1", "-p", "x"],
             "cannot be used with",
@@ -1085,4 +1120,199 @@ fn prompt_cache_reuses_the_prefix_and_refuses_foreign_files() {
         "--kv-type",
     );
     std::fs::remove_file(&cache).unwrap();
+}
+
+/// The rows of README's "JSON output" table: (field path, when it is present).
+fn documented_json_fields() -> Vec<(String, String)> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let section = readme.split("### JSON output").nth(1).unwrap();
+    let section = section.split("\n#").next().unwrap();
+    let mut rows = Vec::new();
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        for path in cells[1].split(", ") {
+            rows.push((path.trim_matches('`').to_string(), cells[2].to_string()));
+        }
+    }
+    assert!(rows.len() > 15, "the table was found: {rows:?}");
+    rows
+}
+
+/// Whether `path` (`a.b`, `a.list[].c`) names a value in `v`.
+fn has_path(v: &Value, path: &str) -> bool {
+    let mut cur = v.clone();
+    for part in path.split('.') {
+        let (key, list) = match part.strip_suffix("[]") {
+            Some(k) => (k, true),
+            None => (part, false),
+        };
+        cur = match cur.get(key) {
+            Some(next) if list => match next.as_array().and_then(|a| a.first()) {
+                Some(first) => first.clone(),
+                None => return false,
+            },
+            Some(next) => next.clone(),
+            None => return false,
+        };
+    }
+    true
+}
+
+#[test]
+fn json_answers_carry_every_documented_field() {
+    let dir = fixture("bf16_fullvocab");
+    let dir = dir.to_str().unwrap();
+    let base = [
+        "-m",
+        dir,
+        "-p",
+        "The capital of France is",
+        "--raw",
+        "-t",
+        "0",
+        "-l",
+        "24",
+        "--ignore-eos",
+        "--json",
+    ];
+    let out = run_json(&[&base[..], &["--logprobs", "--top-logprobs", "2"]].concat());
+    for (path, when) in documented_json_fields() {
+        let expected = match when.as_str() {
+            "always" | "with a tokenizer" | "with `--logprobs`" => true,
+            // No thinking and no stop string in this run.
+            _ => false,
+        };
+        assert_eq!(has_path(&out, &path), expected, "{path} ({when}) in {out}");
+    }
+    assert_eq!(out["logprobs"]["content"].as_array().unwrap().len(), 24);
+    assert_eq!(
+        out["usage"]["total_tokens"],
+        out["usage"]["prompt_tokens"].as_u64().unwrap() + 24
+    );
+
+    // A stop string from the middle of that answer ends it there, unprinted, in --json and
+    // in the streamed text alike.
+    let content = out["content"].as_str().unwrap();
+    let chars: Vec<(usize, char)> = content.char_indices().collect();
+    let stop = &content[chars[chars.len() / 2].0..chars[chars.len() / 2 + 3].0];
+    let cut = &content[..content.find(stop).unwrap()];
+    let stopped = run_json(&[&base[..], &["--stop", stop]].concat());
+    assert_eq!(stopped["finish_reason"], "stop");
+    assert_eq!(stopped["stop"], stop);
+    assert_eq!(stopped["content"], cut);
+    let streamed = run(&[&base[..base.len() - 1], &["--stop", stop]].concat());
+    assert_eq!(stdout(&streamed), format!("{cut}\n"));
+}
+
+#[test]
+fn a_reported_seed_repeats_a_sampled_run() {
+    let dir = fixture("bf16");
+    let args = [
+        "-m",
+        dir.to_str().unwrap(),
+        "--ids",
+        "5,6,7",
+        "-t",
+        "1.0",
+        "-k",
+        "0",
+        "-l",
+        "16",
+        "--ignore-eos",
+        "--json",
+    ];
+    let first = run_json(&args);
+    let second = run_json(&args);
+    assert_ne!(first["seed"], second["seed"], "a seed is drawn per run");
+    let seed = first["seed"].as_u64().unwrap().to_string();
+    let again = run_json(&[&args[..], &["-s", &seed]].concat());
+    assert_eq!(again["ids"], first["ids"]);
+    assert_eq!(again["seed"], first["seed"]);
+}
+
+#[test]
+fn batch_answers_openai_batch_lines_in_their_shape() {
+    let file = scratch("openai-batch.jsonl");
+    let body = json!({"model": "x", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4,
+        "temperature": 0, "ignore_eos": true, "logprobs": true, "unknown_extension": 1});
+    let lines = [
+        json!({"custom_id": "first", "method": "POST", "url": "/v1/chat/completions", "body": body}),
+        json!({"custom_id": "bad", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": [], "max_tokens": 4}}),
+        json!({"prompt": "Hi", "temperature": 0, "max_tokens": 4, "ignore_eos": true, "seed": 9}),
+    ];
+    let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    std::fs::write(&file, text.join("\n")).unwrap();
+    let dir = fixture("bf16_fullvocab");
+    let o = run(&[
+        "batch",
+        "-m",
+        dir.to_str().unwrap(),
+        "-f",
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let outs: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(outs.len(), 3);
+    let ok = &outs[0];
+    assert_eq!(ok["custom_id"], "first");
+    assert_eq!(ok["response"]["status_code"], 200);
+    let completion = &ok["response"]["body"];
+    assert_eq!(completion["object"], "chat.completion");
+    assert_eq!(completion["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(completion["choices"][0]["finish_reason"], "length");
+    assert_eq!(
+        completion["choices"][0]["logprobs"]["content"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(completion["usage"]["completion_tokens"], 4);
+    let bad = &outs[1];
+    assert_eq!(
+        (
+            bad["custom_id"].as_str(),
+            bad["response"]["status_code"].as_u64()
+        ),
+        (Some("bad"), Some(400))
+    );
+    assert_eq!(bad["response"]["body"]["error"]["param"], "messages");
+    // The native line and the OpenAI line ask for the same greedy answer.
+    assert_eq!(outs[2]["line"], 3);
+    assert_eq!(outs[2]["seed"], 9);
+    assert_eq!(
+        outs[2]["content"],
+        completion["choices"][0]["message"]["content"]
+    );
+    std::fs::remove_file(&file).unwrap();
+}
+
+#[test]
+fn chat_skips_a_line_that_is_not_utf8() {
+    let dir = fixture("bf16_fullvocab");
+    let o = run_with_stdin(
+        &[
+            "-m",
+            dir.to_str().unwrap(),
+            "-i",
+            "-t",
+            "0",
+            "-l",
+            "4",
+            "-v",
+        ],
+        b"\xff\xfe broken\nHi\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not valid UTF-8"), "{}", stderr(&o));
+    assert_eq!(
+        prefill_lines(&stderr(&o)).len(),
+        1,
+        "the next line is answered"
+    );
 }

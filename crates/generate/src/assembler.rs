@@ -222,3 +222,126 @@ impl<'t> Assembler<'t> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Params;
+    use nano_infer_qwen3::GenerationDefaults;
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn codec() -> TextCodec {
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/fixtures/bf16_fullvocab");
+        TextCodec::from_dir(dir).unwrap().unwrap()
+    }
+
+    /// Feeds the encoding of `answer` after `prompt`; returns the events and the finish.
+    fn assemble(
+        codec: &TextCodec,
+        prompt: &str,
+        answer: &str,
+        stop: &[&str],
+    ) -> (Vec<Event>, Finish) {
+        let params = Params {
+            stop: stop.iter().map(|s| s.to_string()).collect(),
+            ..Params::default()
+        };
+        let settings = params.resolve(&GenerationDefaults::fallback()).unwrap();
+        let prompt = codec.tokenizer().encode(prompt).unwrap();
+        let ids = codec.tokenizer().encode(answer).unwrap();
+        let mut text = Assembler::new(Some(codec), &settings, &[], &prompt);
+        let mut events = Vec::new();
+        let mut fed = Vec::new();
+        for &id in &ids {
+            fed.push(id);
+            if text
+                .token(id, &[], &mut |e| events.push(e))
+                .unwrap()
+                .is_break()
+            {
+                break;
+            }
+        }
+        let generation = Generation {
+            stop_reason: if fed.len() < ids.len() {
+                StopReason::Cancelled
+            } else {
+                StopReason::Length
+            },
+            ids: fed,
+            prompt_tokens: prompt.len(),
+            cached_tokens: 0,
+            prefill_time: Duration::ZERO,
+            decode_time: Duration::ZERO,
+        };
+        let finish = text
+            .finish(&generation, prompt.len(), 1, &mut |e| events.push(e))
+            .unwrap();
+        (events, finish)
+    }
+
+    fn joined(events: &[Event], channel: Channel) -> String {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Text { channel: c, text } if *c == channel => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn thinking_goes_to_reasoning_and_the_answer_to_content() {
+        let codec = codec();
+        let answer = "<think>\nLet me see 🤔.\n</think>\n\nParis, 巴黎.";
+        let (events, finish) = assemble(&codec, "Q", answer, &[]);
+        assert_eq!(joined(&events, Channel::Reasoning), "\nLet me see 🤔.\n");
+        assert_eq!(finish.reasoning.as_deref(), Some("\nLet me see 🤔.\n"));
+        assert_eq!(joined(&events, Channel::Content), "Paris, 巴黎.");
+        assert_eq!(finish.content, "Paris, 巴黎.");
+        // Reasoning tokens: the tags and everything between them.
+        let think: Vec<u32> = codec
+            .tokenizer()
+            .encode("<think>\nLet me see 🤔.\n</think>")
+            .unwrap();
+        assert_eq!(finish.usage.reasoning_tokens, think.len());
+        assert_eq!(
+            finish.usage.completion_tokens,
+            codec.tokenizer().encode(answer).unwrap().len()
+        );
+        // Without thinking there is no reasoning at all.
+        let (_, plain) = assemble(&codec, "Q", "Paris.", &[]);
+        assert_eq!((plain.reasoning, plain.usage.reasoning_tokens), (None, 0));
+    }
+
+    #[test]
+    fn a_prompt_that_opens_think_starts_in_reasoning() {
+        let codec = codec();
+        let (events, finish) = assemble(
+            &codec,
+            "<|im_start|>assistant\n<think>\n",
+            "Hmm.</think>\n\nYes.",
+            &[],
+        );
+        assert_eq!(joined(&events, Channel::Reasoning), "Hmm.");
+        assert_eq!(finish.content, "Yes.");
+        // A closed think block in the prompt (thinking off) leaves the answer in content.
+        let (_, finish) = assemble(&codec, "<think>\n\n</think>\n\n", "Yes.", &[]);
+        assert_eq!((finish.content.as_str(), finish.reasoning), ("Yes.", None));
+    }
+
+    #[test]
+    fn stop_strings_cut_the_text_across_tokens_in_either_channel() {
+        let codec = codec();
+        let answer = "<think>\nLet me see 🤔.\n</think>\n\nParis, 巴黎. More text.";
+        let (events, finish) = assemble(&codec, "Q", answer, &["巴黎"]);
+        assert_eq!(finish.content, "Paris, ");
+        assert_eq!(finish.cause, StopCause::StopString("巴黎".into()));
+        assert!(!joined(&events, Channel::Content).contains('巴'));
+        let (_, finish) = assemble(&codec, "Q", answer, &["see 🤔"]);
+        assert_eq!(finish.reasoning.as_deref(), Some("\nLet me "));
+        assert_eq!(finish.content, "");
+    }
+}

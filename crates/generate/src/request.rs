@@ -119,7 +119,7 @@ impl Params {
             if t < 0.0 {
                 return Err(GenerateError::field(
                     "temperature",
-                    format!("must be >= 0 (got {t})"),
+                    format!("must be >= 0 (got {})", show(t)),
                 ));
             }
         }
@@ -140,7 +140,7 @@ impl Params {
             if !(p > 0.0 && p <= 1.0) {
                 return Err(GenerateError::field(
                     "top_p",
-                    format!("must be in (0, 1] (got {p})"),
+                    format!("must be in (0, 1] (got {})", show(p)),
                 ));
             }
         }
@@ -149,7 +149,7 @@ impl Params {
             if !(0.0..=1.0).contains(&p) {
                 return Err(GenerateError::field(
                     "min_p",
-                    format!("must be in [0, 1] (got {p})"),
+                    format!("must be in [0, 1] (got {})", show(p)),
                 ));
             }
         }
@@ -158,7 +158,7 @@ impl Params {
             if r <= 0.0 {
                 return Err(GenerateError::field(
                     "repetition_penalty",
-                    format!("must be > 0 (got {r}; 1 turns it off)"),
+                    format!("must be > 0 (got {}; 1 turns it off)", show(r)),
                 ));
             }
         }
@@ -179,7 +179,7 @@ impl Params {
                 if !(-2.0..=2.0).contains(&v) {
                     return Err(GenerateError::field(
                         field,
-                        format!("must be in [-2, 2] (got {v})"),
+                        format!("must be in [-2, 2] (got {})", show(v)),
                     ));
                 }
             }
@@ -209,10 +209,7 @@ impl Params {
             ));
         }
         if self.stop.iter().any(String::is_empty) {
-            return Err(GenerateError::field(
-                "stop",
-                "a stop string must not be empty",
-            ));
+            return Err(GenerateError::field("stop", "must not be an empty string"));
         }
         let logprobs = match self.top_logprobs {
             Some(n) if (0..=MAX_TOP_LOGPROBS as i64).contains(&n) => Some(n as usize),
@@ -242,8 +239,17 @@ fn finite_f32(field: &str, v: f64) -> Result<f32, GenerateError> {
     } else {
         Err(GenerateError::field(
             field,
-            format!("must be a finite number (got {v})"),
+            format!("must be a finite number (got {})", show(v)),
         ))
+    }
+}
+
+/// A number as a user would write it back: `1e308`, not 309 digits.
+fn show(v: f64) -> String {
+    if v != 0.0 && !(1e-6..1e9).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
     }
 }
 
