@@ -23,7 +23,7 @@ Examples:
   qwen3-infer -m Qwen/Qwen3-4B -i                    interactive chat; the model comes from the HF cache
   qwen3-infer -p \"Once upon a time\" --raw -t 0 -l 64  raw text, greedy, 64 tokens
   qwen3-infer --ids 9707,11,1879 -t 0 --json         token ids in, one JSON object out
-  qwen3-infer perplexity -f wiki.txt --ctx 512       perplexity of a text file
+  qwen3-infer perplexity -f wiki.txt -c 512          perplexity of a text file
   qwen3-infer tokenize --chat --no-think \"Hello\"     the ids the model would see
 
 Chat commands (-i): /clear /system <text> /think /no_think /help /exit; Ctrl-C stops an answer, Ctrl-D quits.
@@ -41,7 +41,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Perplexity of a text or a token sequence (log-softmax in f64, windows of --ctx tokens).
+    /// Perplexity of a text or a token sequence (log-softmax in f64, windows of -c tokens).
     Perplexity(PerplexityArgs),
     /// Print the token ids of a text, optionally rendered through the chat template.
     Tokenize(TokenizeArgs),
@@ -234,7 +234,8 @@ pub struct GenerateArgs {
     /// Random seed for sampling [default: from the clock]
     #[arg(short, long, value_name = "N")]
     pub seed: Option<u64>,
-    /// Context size in tokens [default: the model's max_position_embeddings]
+    /// Context size in tokens [default: the model's max_position_embeddings; 4096 with
+    /// --max-memory, whose budget reserves the KV cache for the whole context]
     #[arg(
         long = "ctx-size",
         short = 'c',
@@ -289,9 +290,12 @@ pub struct PerplexityArgs {
     /// Token ids to score, comma-separated
     #[arg(long, value_name = "IDS", conflicts_with_all = ["file", "prompt"])]
     pub ids: Option<String>,
-    /// Tokens per window; longer inputs are scored in windows that overlap by one token
+    /// Tokens per window (spelled as the main command's context size; `--ctx` also works);
+    /// longer inputs are scored in windows that overlap by one token
     #[arg(
-        long,
+        short = 'c',
+        long = "ctx-size",
+        visible_alias = "ctx",
         value_name = "N",
         default_value_t = 512,
         allow_negative_numbers = true
@@ -496,7 +500,7 @@ fn flag_of(field: &str) -> Option<&'static str> {
         "max_tokens" => "--max-length",
         "stop" => "--stop",
         "top_logprobs" => "--top-logprobs",
-        "ctx" => "--ctx",
+        "ctx" => "--ctx-size",
         _ => return None,
     })
 }

@@ -9,9 +9,9 @@ use serde_json::json;
 use std::process::ExitCode;
 
 pub fn run(args: &PerplexityArgs) -> Result<ExitCode> {
-    let ctx = args::positive("--ctx", args.ctx)?;
+    let ctx = args::positive("--ctx-size", args.ctx)?;
     if ctx < 2 {
-        bail!("--ctx must be at least 2 (a window needs one token to predict from and one to predict)");
+        bail!("--ctx-size must be at least 2 (a window needs one token to predict from and one to predict)");
     }
     let ids = match &args.ids {
         Some(ids) => Some(args::parse_ids(ids)?),

@@ -721,7 +721,11 @@ fn bad_input_gives_one_line_and_a_failure_status() {
         ),
         (
             &["perplexity", "-m", bf16, "--ids", "1,2", "--ctx", "1"],
-            "--ctx must be at least 2",
+            "--ctx-size must be at least 2",
+        ),
+        (
+            &["perplexity", "-m", bf16, "--ids", "1,2", "-c", "1"],
+            "--ctx-size must be at least 2",
         ),
         (
             &["-m", bf16, "--ids", "1", "-t", "abc"],
