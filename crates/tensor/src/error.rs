@@ -25,6 +25,12 @@ pub enum TensorError {
         header_len: u64,
         available: u64,
     },
+    #[error("{path}: header length {header_len} exceeds the {max}-byte limit of the safetensors format (corrupt length prefix?)")]
+    HeaderTooLarge {
+        path: PathBuf,
+        header_len: u64,
+        max: u64,
+    },
     #[error("{path}: malformed header: {reason}")]
     BadHeader { path: PathBuf, reason: String },
     #[error("{path}: tensor `{tensor}` has dtype {dtype}, which no Qwen3 checkpoint uses (expected BF16, F16, F32, F8_E4M3, F8_E5M2, I32 or U8)")]
@@ -46,6 +52,19 @@ pub enum TensorError {
         path: PathBuf,
         first: String,
         second: String,
+    },
+    #[error("{path}: tensor `{tensor}` begins at byte {begin} of the data section, but the previous tensor ends at {expected} (a gap: corrupt offsets or length prefix?)")]
+    Gap {
+        path: PathBuf,
+        tensor: String,
+        begin: u64,
+        expected: u64,
+    },
+    #[error("{path}: the tensors cover {covered} bytes of the data section, but it holds {data_len} (trailing bytes: corrupt length prefix or offsets?)")]
+    TrailingBytes {
+        path: PathBuf,
+        covered: u64,
+        data_len: u64,
     },
     /// `expected` is `u64::MAX` when the shape's byte size overflows a `u64`.
     #[error("{path}: tensor `{tensor}` has shape {shape:?} of {dtype} = {expected} bytes, but its offsets span {actual}")]

@@ -120,7 +120,7 @@ mod header {
         image[..8].copy_from_slice(&u64::MAX.to_le_bytes());
         assert_err!(
             parse(image),
-            TensorError::HeaderBeyondFile {
+            TensorError::HeaderTooLarge {
                 header_len: u64::MAX,
                 ..
             },
@@ -236,6 +236,53 @@ mod header {
         assert!(
             err.to_string().contains(&format!("dtype {dtype},")),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn metadata_values_must_be_strings() {
+        for (metadata, needle) in [
+            (r#"{"format":1}"#, "`format`"),
+            (r#"{"a":"x","nested":{"b":"c"}}"#, "`nested`"),
+            (r#"{"list":["pt"]}"#, "`list`"),
+            (r#""pt""#, "not an object"),
+            (r#"[]"#, "not an object"),
+            (r#"7"#, "not an object"),
+        ] {
+            let image = raw(&format!(r#"{{"__metadata__":{metadata}}}"#), &[]);
+            assert!(safetensors::SafeTensors::deserialize(&image).is_err());
+            assert_err!(
+                parse(image),
+                TensorError::BadHeader { .. },
+                [FILE, "__metadata__", needle]
+            );
+        }
+        // `null` is no metadata, for the reference too.
+        let image = raw(r#"{"__metadata__":null}"#, &[]);
+        assert!(safetensors::SafeTensors::deserialize(&image).is_ok());
+        assert_eq!(parse(image).unwrap().names().count(), 0);
+    }
+
+    /// serde's derived `Deserialize`, which the reference uses, also reads a struct from an
+    /// array of its fields in order; accepting exactly what it accepts means reading it too.
+    #[test]
+    fn entry_as_an_array_of_its_fields() {
+        let image = raw(r#"{"w":["U8",[2],[0,2]]}"#, &[7, 9]);
+        assert!(safetensors::SafeTensors::deserialize(&image).is_ok());
+        assert_eq!(parse(image).unwrap().get("w").unwrap().bytes(), [7, 9]);
+        let image = raw(r#"{"w":["U8",[2]]}"#, &[7, 9]);
+        assert!(safetensors::SafeTensors::deserialize(&image).is_err());
+        assert_err!(parse(image), TensorError::BadHeader { .. }, [FILE, "`w`"]);
+    }
+
+    #[test]
+    fn header_length_over_the_format_limit() {
+        let mut image = vec![0u8; 8];
+        image[..8].copy_from_slice(&(nano_infer_tensor::MAX_HEADER_BYTES + 1).to_le_bytes());
+        assert_err!(
+            parse(image),
+            TensorError::HeaderTooLarge { .. },
+            [FILE, "100000001"]
         );
     }
 
@@ -371,7 +418,7 @@ mod spans {
             [FILE, "`outer`"]
         );
         // The same span twice.
-        let header = r#"{"p":{"dtype":"I32","shape":[1],"data_offsets":[4,8]},"q":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
+        let header = r#"{"o":{"dtype":"I32","shape":[1],"data_offsets":[0,4]},"p":{"dtype":"I32","shape":[1],"data_offsets":[4,8]},"q":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
         assert_err!(
             parse(raw(header, &[0; 8])),
             TensorError::Overlap { .. },
@@ -381,11 +428,94 @@ mod spans {
 
     #[test]
     fn touching_and_empty_spans_do_not_overlap() {
-        let header = r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[4,8]},"e":{"dtype":"F32","shape":[0],"data_offsets":[2,2]}}"#;
+        let header = r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[4,8]},"e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]}}"#;
         let file = parse(raw(header, &[1, 2, 3, 4, 5, 6, 7, 8])).unwrap();
         assert_eq!(file.get("a").unwrap().bytes(), [1, 2, 3, 4]);
         assert_eq!(file.get("b").unwrap().bytes(), [5, 6, 7, 8]);
         assert!(file.get("e").unwrap().bytes().is_empty());
+    }
+
+    /// An empty span strictly inside another tensor's bytes is refused, as the reference does
+    /// (its spans must tile the data section in order).
+    #[test]
+    fn empty_span_inside_a_tensor_is_an_overlap() {
+        let header = r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"e":{"dtype":"F32","shape":[0],"data_offsets":[2,2]}}"#;
+        assert_err!(
+            parse(raw(header, &[1, 2, 3, 4])),
+            TensorError::Overlap { .. },
+            [FILE, "`a`", "`e`"]
+        );
+    }
+
+    #[test]
+    fn gap_between_tensors() {
+        let header = r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[3,5]}}"#;
+        let err = assert_err!(
+            parse(raw(header, &[0; 5])),
+            TensorError::Gap { .. },
+            [FILE, "`b`", "gap"]
+        );
+        assert!(matches!(
+            err,
+            TensorError::Gap {
+                begin: 3,
+                expected: 2,
+                ..
+            }
+        ));
+        // A gap before the first tensor.
+        let entry = r#"{"dtype":"U8","shape":[2],"data_offsets":[1,3]}"#;
+        assert_err!(
+            parse(one(entry, &[0; 3])),
+            TensorError::Gap { expected: 0, .. },
+            [FILE, "`w`"]
+        );
+    }
+
+    #[test]
+    fn bytes_after_the_last_tensor() {
+        let mut image = small_image();
+        image.push(0);
+        let err = assert_err!(
+            parse(image),
+            TensorError::TrailingBytes { .. },
+            [FILE, "trailing"]
+        );
+        let TensorError::TrailingBytes {
+            covered, data_len, ..
+        } = err
+        else {
+            unreachable!()
+        };
+        assert_eq!(data_len, covered + 1);
+        // No tensors at all, but a data section.
+        assert_err!(
+            parse(raw("{}", &[0; 3])),
+            TensorError::TrailingBytes {
+                covered: 0,
+                data_len: 3,
+                ..
+            },
+            [FILE]
+        );
+    }
+
+    /// The case that made weights read one byte off: the prefix one short of the real header
+    /// still ends on valid JSON (the writer's space padding), so only the exact cover of the
+    /// data section catches it. The reference refuses it too (MetadataIncompleteBuffer).
+    #[test]
+    fn header_length_one_byte_short() {
+        let data = f32_bytes(&[1.0, 2.0, 3.0, 4.0]);
+        let mut image = serialize(&[("w", Dtype::F32, &[4], &data)]);
+        let n = crate::util::header_len(&image);
+        assert_eq!(
+            image[8 + n - 1],
+            b' ',
+            "the reference writer pads with spaces"
+        );
+        image[..8].copy_from_slice(&(n as u64 - 1).to_le_bytes());
+        assert!(safetensors::SafeTensors::deserialize(&image).is_err());
+        assert_err!(parse(image), TensorError::TrailingBytes { .. }, [FILE]);
     }
 }
 
