@@ -129,6 +129,7 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.add_template_owned(TEMPLATE_NAME, source)
             .map_err(|source| TokenizerError::TemplateSyntax {
                 path: origin.to_path_buf(),
@@ -164,9 +165,21 @@ impl ChatTemplate {
             .get_template(TEMPLATE_NAME)
             .map_err(render_err)?
             .render(ctx)
-            .map_err(render_err)
+            .map_err(|source| match source.kind() {
+                ErrorKind::OutOfFuel => TokenizerError::TemplateBudget {
+                    fuel: TEMPLATE_FUEL,
+                },
+                _ => render_err(source),
+            })
     }
 }
+
+/// Instructions one render may execute (minijinja's fuel). A template is a program shipped in
+/// the model directory: nested `range(10000)` loops would run 10⁸ iterations and allocate
+/// gigabytes of output before anything checked the prompt's length. Qwen3's template spends a
+/// few hundred instructions per message, so 10⁷ is tens of thousands of messages (far past any
+/// context), while a runaway loop stops within a second and ~100 MB of output.
+pub const TEMPLATE_FUEL: u64 = 10_000_000;
 
 /// `raise_exception(msg)`: templates call it to reject a conversation (e.g. a bad role order).
 fn raise_exception(message: String) -> Result<Value, minijinja::Error> {

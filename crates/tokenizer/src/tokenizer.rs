@@ -40,6 +40,12 @@ impl Tokenizer {
                 path: path.to_path_buf(),
                 source,
             })?;
+        // Without added tokens: a vocabulary of only special tokens still drops all plain text.
+        if inner.get_vocab_size(false) == 0 {
+            return Err(TokenizerError::EmptyVocabulary {
+                path: path.to_path_buf(),
+            });
+        }
         let mut special_ids: Vec<u32> = inner
             .get_added_tokens_decoder()
             .into_iter()

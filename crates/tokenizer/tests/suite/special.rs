@@ -74,3 +74,36 @@ fn out_of_range_ids_are_harmless() {
         "Hello"
     );
 }
+
+/// A `tokenizer.json` whose BPE vocabulary is `vocab`, with one added special token.
+fn bpe_json(vocab: &str) -> String {
+    format!(
+        r#"{{"version":"1.0","truncation":null,"padding":null,
+        "added_tokens":[{{"id":5,"content":"<|s|>","single_word":false,"lstrip":false,"rstrip":false,"normalized":false,"special":true}}],
+        "normalizer":null,"pre_tokenizer":null,"post_processor":null,"decoder":null,
+        "model":{{"type":"BPE","dropout":null,"unk_token":null,"continuing_subword_prefix":null,
+        "end_of_word_suffix":null,"fuse_unk":false,"byte_fallback":false,"vocab":{vocab},"merges":[]}}}}"#
+    )
+}
+
+/// An empty vocabulary is a load error naming the file: it would encode every text to `[]`.
+#[test]
+fn empty_vocabulary_is_a_load_error() {
+    use nano_infer_tokenizer::{Tokenizer, TokenizerError};
+    let dir = std::env::temp_dir().join(format!("nano-infer-tok-{}-empty", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tokenizer.json");
+
+    std::fs::write(&path, bpe_json(r#"{"a":0,"b":1}"#)).unwrap();
+    let tok = Tokenizer::from_file(&path).unwrap();
+    assert_eq!(tok.encode("ab").unwrap(), [0, 1]);
+
+    std::fs::write(&path, bpe_json("{}")).unwrap();
+    let err = Tokenizer::from_file(&path).map(|_| ()).unwrap_err();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        matches!(err, TokenizerError::EmptyVocabulary { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("tokenizer.json"), "{err}");
+}
