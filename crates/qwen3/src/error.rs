@@ -13,6 +13,12 @@ pub enum ModelError {
     },
     #[error("{path}: {reason}")]
     Config { path: PathBuf, reason: String },
+    #[error("{path}: num_hidden_layers is {config}, but the checkpoint has {present} decoder layers (counting model.layers.N.input_layernorm.weight from N = 0)")]
+    LayerCount {
+        path: PathBuf,
+        config: usize,
+        present: usize,
+    },
     #[error(transparent)]
     Tensor(#[from] nano_infer_tensor::TensorError),
     #[error(transparent)]

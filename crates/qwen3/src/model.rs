@@ -492,13 +492,15 @@ fn plan_residency(
     options: &LoadOptions,
     ctx_size: usize,
 ) -> Result<Option<(ResidencyPlan, String)>, ModelError> {
+    // Saturating: the counts are validated against the tensors, but max_position_embeddings
+    // (and so ctx_size) is bounded by nothing in the checkpoint.
     let kv_per_token =
         config.num_hidden_layers * config.kv_dim() * 2 * options.kv_dtype.bytes_per_element();
     let layers = weights.layer_bytes();
     let fixed = weights.fixed_bytes() as u64;
     let activations = activation_bytes(config) as u64;
     let (budget, kv_cache, why) = match options.max_memory {
-        Some(budget) => (budget, (ctx_size * kv_per_token) as u64, None),
+        Some(budget) => (budget, ctx_size.saturating_mul(kv_per_token) as u64, None),
         None => {
             let kv = (ctx_size.min(AUTO_KV_TOKENS) * kv_per_token) as u64;
             let needed = fixed + layers.iter().sum::<u64>() + kv + activations;
