@@ -15,6 +15,8 @@ pub enum TensorError {
     },
     #[error("{dir}: no model.safetensors or model.safetensors.index.json (expected a Hugging Face model directory)")]
     NoWeights { dir: PathBuf },
+    #[error("{path}: is {kind}, not a regular file")]
+    NotAFile { path: PathBuf, kind: &'static str },
     #[error(
         "{path}: file is {file_len} bytes, too short for a safetensors header (need at least 8)"
     )]

@@ -90,6 +90,10 @@ impl SafetensorsFile {
             path: path.to_owned(),
             source,
         };
+        // Opening a FIFO would block until a writer appears, and a directory would fail at
+        // the map with a puzzling message: say what is there instead. (Nothing there: the open
+        // below reports it.)
+        crate::store::probe_file(path)?;
         let file = std::fs::File::open(path).map_err(io)?;
         // SAFETY: the map is read-only. Another process truncating or rewriting the file while
         // it is mapped would be undefined behaviour; every mmap-based loader (safetensors,

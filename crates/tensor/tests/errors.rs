@@ -57,6 +57,77 @@ mod directories {
         );
     }
 
+    /// `model.safetensors` that is not a regular file is reported as what it is, not as
+    /// missing weights.
+    #[test]
+    fn weights_path_that_is_a_directory() {
+        let tmp = TempDir::new("weightsdir");
+        std::fs::create_dir(tmp.path().join("model.safetensors")).unwrap();
+        assert_err!(
+            WeightStore::open_dir(tmp.path()),
+            TensorError::NotAFile {
+                kind: "a directory",
+                ..
+            },
+            ["model.safetensors", "a directory"]
+        );
+        assert_err!(
+            SafetensorsFile::open(tmp.path().join("model.safetensors")),
+            TensorError::NotAFile { .. },
+            ["model.safetensors"]
+        );
+    }
+
+    /// A FIFO is reported, and promptly: opening it would wait forever for a writer.
+    #[cfg(unix)]
+    #[test]
+    fn weights_path_that_is_a_fifo_does_not_hang() {
+        let tmp = TempDir::new("weightsfifo");
+        let fifo = tmp.path().join("model.safetensors");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("run mkfifo");
+        assert!(status.success());
+        let dir = tmp.path().to_owned();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(WeightStore::open_dir(&dir).map(|_| ()));
+        });
+        let result = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("open_dir hung on a FIFO");
+        assert_err!(
+            result,
+            TensorError::NotAFile {
+                kind: "a FIFO (named pipe)",
+                ..
+            },
+            ["model.safetensors", "FIFO"]
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn weights_path_that_is_a_symlink_loop_or_dangling() {
+        let tmp = TempDir::new("weightsloop");
+        let link = tmp.path().join("model.safetensors");
+        std::os::unix::fs::symlink(&link, &link).unwrap();
+        let err = assert_err!(
+            WeightStore::open_dir(tmp.path()),
+            TensorError::Io { .. },
+            ["model.safetensors"]
+        );
+        assert!(!matches!(err, TensorError::NoWeights { .. }));
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("gone.safetensors"), &link).unwrap();
+        assert_err!(
+            WeightStore::open_dir(tmp.path()),
+            TensorError::Io { .. },
+            ["model.safetensors", "dangling"]
+        );
+    }
+
     #[test]
     fn corrupt_single_file_in_a_directory_names_the_file() {
         let tmp = TempDir::new("corruptdir");
