@@ -65,7 +65,7 @@ pub struct Model {
     /// What the memory budget decided, for `--verbose` (and why, when it was chosen for the user).
     offload_report: Option<String>,
     // Keeps the memory maps alive for the weights' tensors (they also hold them, but the store
-    // is what knows the files).
+    // is what knows the files), and lists them for `check_tensors`.
     _store: WeightStore,
 }
 
@@ -134,6 +134,20 @@ impl Model {
             ctx_size,
             _store: store,
         })
+    }
+
+    /// Scans every tensor of the checkpoint for NaN and infinity (llama.cpp's
+    /// `--check-tensors`) and names the first one found. Quantization scales, norms and biases
+    /// are always checked at load; the weight matrices are not, because this reads every byte
+    /// of the files (seconds for a 4B model), so it is the caller's choice.
+    pub fn check_tensors(&self) -> Result<(), ModelError> {
+        let mut names: Vec<&str> = self._store.names().collect();
+        // Name order, so the same file always reports the same tensor first.
+        names.sort_unstable();
+        for name in names {
+            self._store.get(name)?.check_finite()?;
+        }
+        Ok(())
     }
 
     /// What the memory budget decided (resident and streamed layers, the accounting), when a
@@ -271,7 +285,9 @@ impl Model {
                 Logits::All => state.logit_rows.extend(first..first + len),
             }
         }
-        let result = self.forward_rows(ids, seg_lens, store, state, logits);
+        let result = self
+            .forward_rows(ids, seg_lens, store, state, logits)
+            .and_then(|()| check_logits(c.vocab_size, state, logits));
         if result.is_err() {
             for (seg, &len) in state.seg_pos0.iter().enumerate() {
                 store.rollback(seg, len);
@@ -423,6 +439,26 @@ impl Model {
         k.silu_mul(gate, up);
         layer.down_proj.forward(k, gate, &mut s.proj, &mut s.matmul);
         s.x.iter_mut().zip(&s.proj).for_each(|(x, p)| *x += p);
+    }
+}
+
+/// Errors naming the first row whose logits hold a NaN or infinity. A NaN weight, scale or
+/// cached KV entry spreads to every logit downstream, and sampling from NaNs gives token 0 every
+/// time: an answer that looks like one. Reading `(rows, vocab)` floats once costs nothing next
+/// to the lm_head matmul that wrote them.
+fn check_logits(vocab: usize, s: &RunState, logits: &[f32]) -> Result<(), ModelError> {
+    match logits
+        .chunks_exact(vocab)
+        .position(|row| row.iter().any(|v| !v.is_finite()))
+    {
+        None => Ok(()),
+        Some(out_row) => {
+            let row = s.logit_rows[out_row];
+            Err(ModelError::NonFiniteLogits {
+                sequence: s.row_seg[row],
+                position: s.row_pos[row],
+            })
+        }
     }
 }
 

@@ -118,7 +118,8 @@ impl Weights<LinearSource> {
         let hidden = config.hidden_size;
         let vector = |name: &str, len: usize| -> Result<Vec<f32>, ModelError> {
             let t = store.get(name)?;
-            t.expect_shape(&[len])?;
+            // Norms and biases are small: always checked, like quantization scales.
+            t.expect_shape(&[len])?.check_finite()?;
             Ok(t.to_f32_vec()?)
         };
 

@@ -3,15 +3,109 @@
 //! `config.json` / `generation_config.json` values that are out of range. Each test alters a
 //! copy of a fixture in a temporary directory.
 
+use nano_infer_quant::QuantError;
 use nano_infer_qwen3::{GenerationDefaults, LoadOptions, Model, ModelError};
+use nano_infer_tensor::TensorError;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{copy_fixture, edit_config, TempDir};
+use common::{copy_fixture, edit_config, fixture_dir, poison_tensor, TempDir};
 
 fn load(dir: &Path) -> Result<Model, ModelError> {
     Model::load(dir, &LoadOptions::default())
+}
+
+/// The tensor error behind a load error, whichever layer wrapped it.
+fn tensor_error(err: &ModelError) -> &TensorError {
+    match err {
+        ModelError::Tensor(e) => e,
+        ModelError::Quant(QuantError::Tensor(e)) => e,
+        other => panic!("not a tensor error: {other:?}"),
+    }
+}
+
+mod non_finite {
+    use super::*;
+
+    /// A NaN in a weight matrix: loads (weights are not scanned by default), then the forward
+    /// pass is an error naming the position instead of logits of NaN (greedy id 0); the
+    /// session is unchanged. `check_tensors` names the tensor.
+    #[test]
+    fn nan_weight_gives_a_typed_forward_error_and_check_tensors_names_it() {
+        let dir = copy_fixture("bf16");
+        let name = "model.layers.2.mlp.down_proj.weight";
+        poison_tensor(dir.path(), name, 1234, false);
+        let model = load(dir.path()).unwrap();
+        let mut session = model.session();
+        let err = session.prefill(&[1, 2, 3, 4]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ModelError::NonFiniteLogits {
+                    sequence: 0,
+                    position: 3
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(session.position(), 0, "a failed pass appends nothing");
+
+        let err = model.check_tensors().unwrap_err();
+        let TensorError::NonFinite { tensor, index, .. } = tensor_error(&err) else {
+            panic!("{err:?}");
+        };
+        assert_eq!((tensor.as_str(), *index), (name, 1234));
+        assert!(err.to_string().contains(name), "{err}");
+
+        // The unaltered fixture passes.
+        load(&fixture_dir("bf16")).unwrap().check_tensors().unwrap();
+    }
+
+    /// Scales are always checked at load: AWQ `scales`, FP8 `weight_scale_inv` and
+    /// compressed-tensors `weight_scale`; so are norms.
+    #[test]
+    fn non_finite_scales_and_norms_are_load_errors() {
+        for (fixture, tensor, inf) in [
+            ("awq", "model.layers.1.mlp.up_proj.scales", true),
+            ("awq_f16", "model.layers.0.self_attn.k_proj.scales", false),
+            (
+                "fp8_block",
+                "model.layers.0.self_attn.q_proj.weight_scale_inv",
+                false,
+            ),
+            (
+                "fp8_block_f32scale",
+                "model.layers.1.mlp.down_proj.weight_scale_inv",
+                true,
+            ),
+            (
+                "fp8_dynamic",
+                "model.layers.1.mlp.gate_proj.weight_scale",
+                false,
+            ),
+            (
+                "fp8_tensor",
+                "model.layers.0.self_attn.o_proj.weight_scale",
+                true,
+            ),
+            (
+                "bf16",
+                "model.layers.1.post_attention_layernorm.weight",
+                false,
+            ),
+            ("bf16", "model.norm.weight", true),
+        ] {
+            let dir = copy_fixture(fixture);
+            poison_tensor(dir.path(), tensor, 0, inf);
+            let err = load(dir.path()).unwrap_err();
+            let TensorError::NonFinite { tensor: found, .. } = tensor_error(&err) else {
+                panic!("{fixture} {tensor}: {err:?}");
+            };
+            assert_eq!(found, tensor);
+            assert!(err.to_string().contains(tensor), "{err}");
+        }
+    }
 }
 
 mod config {

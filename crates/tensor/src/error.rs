@@ -94,6 +94,17 @@ pub enum TensorError {
         expected: String,
         actual: Dtype,
     },
+    /// A NaN or infinity where only finite numbers make sense (a weight, a scale): it would
+    /// turn every logit it reaches into NaN, i.e. a wrong answer rather than an error.
+    #[error(
+        "tensor `{tensor}` ({path}): element {index} is {value}; weights and scales must be finite"
+    )]
+    NonFinite {
+        path: PathBuf,
+        tensor: String,
+        index: usize,
+        value: f32,
+    },
     #[error("{path}: malformed index: {reason}")]
     BadIndex { path: PathBuf, reason: String },
     #[error("{index}: names shard `{shard}` for tensor `{tensor}`, but {shard} does not exist in the directory")]

@@ -181,6 +181,46 @@ impl Tensor {
         })
     }
 
+    /// Errors naming the first element that is NaN or infinite; integer tensors always pass.
+    ///
+    /// Reads every byte once (a memory stream, about a second per few GB), so loaders call it
+    /// always on small tensors (scales) and on weight matrices only when asked. The test is on
+    /// the bit patterns (an all-ones exponent; E4M3's only NaN `S.1111.111`, it has no
+    /// infinity), so nothing is converted on the way.
+    pub fn check_finite(&self) -> Result<()> {
+        let bytes = self.bytes();
+        let size = self.dtype.size();
+        let is_non_finite: fn(&[u8]) -> bool = match self.dtype {
+            Dtype::F32 => {
+                |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7F80_0000 == 0x7F80_0000
+            }
+            Dtype::BF16 => |b| u16::from_le_bytes([b[0], b[1]]) & 0x7F80 == 0x7F80,
+            Dtype::F16 => |b| u16::from_le_bytes([b[0], b[1]]) & 0x7C00 == 0x7C00,
+            Dtype::F8E4M3 => |b| b[0] & 0x7F == 0x7F,
+            Dtype::F8E5M2 => |b| b[0] & 0x7C == 0x7C,
+            Dtype::I32 | Dtype::U8 => return Ok(()),
+        };
+        let Some(index) = bytes.chunks_exact(size).position(is_non_finite) else {
+            return Ok(());
+        };
+        let b = &bytes[index * size..(index + 1) * size];
+        let value = match self.dtype {
+            Dtype::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            Dtype::BF16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+            Dtype::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
+            // E5M2 is IEEE-like: mantissa 0 is infinity; anything else (and every E4M3 hit) NaN.
+            Dtype::F8E5M2 if b[0] & 0x03 == 0 && b[0] & 0x80 != 0 => f32::NEG_INFINITY,
+            Dtype::F8E5M2 if b[0] & 0x03 == 0 => f32::INFINITY,
+            _ => f32::NAN,
+        };
+        Err(TensorError::NonFinite {
+            path: self.path.as_ref().clone(),
+            tensor: self.name.to_string(),
+            index,
+            value,
+        })
+    }
+
     fn wrong_dtype(&self, allowed: &[Dtype]) -> TensorError {
         let expected = allowed
             .iter()

@@ -817,3 +817,67 @@ mod index {
         );
     }
 }
+
+mod finiteness {
+    use super::*;
+    use crate::util::{assert_mentions, bf16_bytes, f16_bytes, i32_bytes};
+
+    fn one_tensor(dtype: Dtype, shape: &[usize], data: &[u8]) -> SafetensorsFile {
+        parse(serialize(&[("w", dtype, shape, data)])).unwrap()
+    }
+
+    #[test]
+    fn finite_tensors_pass() {
+        for (dtype, data) in [
+            (
+                Dtype::F32,
+                f32_bytes(&[1.0, -3.4e38, 0.0, f32::MIN_POSITIVE]),
+            ),
+            (Dtype::BF16, bf16_bytes(&[1.0, -2.0, 3.0e38, 0.0])),
+            (Dtype::F16, f16_bytes(&[1.0, -65504.0, 0.0, 6e-8])),
+            (Dtype::F8E4M3, vec![0x7E, 0xFE, 0x00, 0x80]),
+            (Dtype::F8E5M2, vec![0x7B, 0xFB, 0x00, 0x80]),
+            (Dtype::I32, i32_bytes(&[-1, i32::MAX, 0x7F80_0000, 0])),
+            (Dtype::U8, vec![0xFF, 0x7F, 0x7C, 0]),
+        ] {
+            let shape = [data.len() / dtype.size()];
+            let t = one_tensor(dtype, &shape, &data).get("w").unwrap();
+            t.check_finite().unwrap_or_else(|e| panic!("{dtype}: {e}"));
+        }
+    }
+
+    /// The first non-finite element is named, with its index and value, for every float dtype.
+    #[test]
+    fn the_first_non_finite_element_is_named() {
+        let cases: [(Dtype, Vec<u8>, usize, &str); 7] = [
+            (
+                Dtype::F32,
+                f32_bytes(&[1.0, 2.0, f32::NAN, f32::INFINITY]),
+                2,
+                "NaN",
+            ),
+            (Dtype::F32, f32_bytes(&[1.0, f32::NEG_INFINITY]), 1, "-inf"),
+            (Dtype::BF16, bf16_bytes(&[0.0, f32::INFINITY]), 1, "inf"),
+            (Dtype::F16, f16_bytes(&[1e5, 1.0]), 0, "inf"), // 1e5 overflows f16
+            (Dtype::F8E4M3, vec![0x00, 0x7E, 0xFF], 2, "NaN"),
+            (Dtype::F8E5M2, vec![0x01, 0xFC, 0x7D], 1, "-inf"),
+            (Dtype::F8E5M2, vec![0x7D], 0, "NaN"),
+        ];
+        for (dtype, data, index, value) in cases {
+            let shape = [data.len() / dtype.size()];
+            let err = one_tensor(dtype, &shape, &data)
+                .get("w")
+                .unwrap()
+                .check_finite()
+                .expect_err("non-finite accepted");
+            let TensorError::NonFinite { index: found, .. } = &err else {
+                panic!("{dtype}: wrong variant {err:?}");
+            };
+            assert_eq!(*found, index, "{dtype}");
+            assert_mentions(
+                &err,
+                &[FILE, "`w`", &format!("element {index} is {value};")],
+            );
+        }
+    }
+}
