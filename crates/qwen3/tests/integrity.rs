@@ -4,16 +4,37 @@
 //! copy of a fixture in a temporary directory.
 
 use nano_infer_quant::QuantError;
-use nano_infer_qwen3::{GenerationDefaults, LoadOptions, Model, ModelError};
+use nano_infer_qwen3::{
+    model_fingerprint, GenerationDefaults, KvDtype, LoadOptions, Model, ModelError,
+    PromptCacheError,
+};
 use nano_infer_tensor::TensorError;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{copy_fixture, edit_config, fixture_dir, poison_tensor, TempDir};
+use common::{copy_fixture, edit_config, fixture_dir, patch_tensor, poison_tensor, TempDir};
 
 fn load(dir: &Path) -> Result<Model, ModelError> {
     Model::load(dir, &LoadOptions::default())
+}
+
+fn load_kv(dir: &Path, kv_dtype: KvDtype) -> Model {
+    Model::load(
+        dir,
+        &LoadOptions {
+            kv_dtype,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+/// A prompt of `n` tokens, different for each `seed`.
+fn prompt(n: usize, seed: u32) -> Vec<u32> {
+    (0..n as u32)
+        .map(|i| (i * 37 + seed * 101 + 5) % 1000)
+        .collect()
 }
 
 /// The tensor error behind a load error, whichever layer wrapped it.
@@ -22,6 +43,192 @@ fn tensor_error(err: &ModelError) -> &TensorError {
         ModelError::Tensor(e) => e,
         ModelError::Quant(QuantError::Tensor(e)) => e,
         other => panic!("not a tensor error: {other:?}"),
+    }
+}
+
+mod prompt_cache {
+    use super::*;
+
+    /// Same config, same file names and sizes, one tensor's bytes changed (its elements
+    /// reversed): the fingerprint cannot tell, the recomputed last position does.
+    #[test]
+    fn a_cache_from_other_weights_of_the_same_shapes_is_refused() {
+        for (tensor, kv_dtype) in [
+            // An MLP weight of the first layer: reaches the cached KV of the later layers.
+            ("model.layers.0.mlp.up_proj.weight", KvDtype::F32),
+            // The last layer's value projection, with a bf16 cache.
+            ("model.layers.3.self_attn.v_proj.weight", KvDtype::Bf16),
+        ] {
+            let original = copy_fixture("bf16");
+            let changed = copy_fixture("bf16");
+            patch_tensor(changed.path(), "model.safetensors", tensor, |bytes, _| {
+                let mut elems: Vec<[u8; 2]> = bytes.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
+                elems.reverse();
+                bytes.copy_from_slice(&elems.concat());
+            });
+            let (a, b) = (
+                load_kv(original.path(), kv_dtype),
+                load_kv(changed.path(), kv_dtype),
+            );
+            assert_eq!(
+                model_fingerprint(&a).unwrap(),
+                model_fingerprint(&b).unwrap(),
+                "the test needs files the fingerprint cannot tell apart"
+            );
+            let cache = original.path().join("prompt.cache");
+            let ids = prompt(40, 1);
+            let mut s = a.session();
+            s.prefill(&ids).unwrap();
+            s.save_prompt_cache(&cache).unwrap();
+
+            let mut other = b.session();
+            other.prefill(&[1, 2]).unwrap();
+            let err = other.load_prompt_cache(&cache, &ids).unwrap_err();
+            assert!(
+                matches!(err, PromptCacheError::WeightsMismatch { position: 39, .. }),
+                "{tensor}: {err:?}"
+            );
+            assert!(err.is_stale());
+            let msg = err.to_string();
+            assert!(!msg.contains('\n') && msg.contains("prompt.cache"), "{msg}");
+            assert_eq!(other.position(), 0, "a refused cache leaves nothing behind");
+            assert!(other.tokens().is_empty());
+
+            // The model that wrote it still uses it.
+            assert_eq!(a.session().load_prompt_cache(&cache, &ids).unwrap(), 40);
+        }
+    }
+
+    /// A cache written by a prefill (panel kernels) and checked by a one-token pass (GEMV
+    /// kernels), on every fixture format and KV type: never a false mismatch.
+    #[test]
+    fn the_writing_model_always_passes_its_own_check() {
+        for name in ["bf16", "f16", "awq", "fp8_block", "fp8_dynamic"] {
+            for kv_dtype in [KvDtype::F32, KvDtype::Bf16, KvDtype::F16] {
+                let model = load_kv(&fixture_dir(name), kv_dtype);
+                let tmp = TempDir::new("own-check");
+                let cache = tmp.path().join("c");
+                let ids = prompt(50, 2);
+                let mut s = model.session();
+                s.prefill(&ids).unwrap();
+                s.save_prompt_cache(&cache).unwrap();
+                for n in [1, 17, 50] {
+                    let loaded = model.session().load_prompt_cache(&cache, &ids[..n]);
+                    assert_eq!(loaded.unwrap(), n, "{name} {kv_dtype} prefix {n}");
+                }
+            }
+        }
+    }
+
+    /// NaN in the cached keys or values: refused at load, naming where.
+    #[test]
+    fn a_cache_holding_nan_is_refused() {
+        let model = load_kv(&fixture_dir("bf16"), KvDtype::F32);
+        let tmp = TempDir::new("nan-cache");
+        let cache = tmp.path().join("c");
+        let ids = prompt(10, 3);
+        let mut s = model.session();
+        s.prefill(&ids).unwrap();
+        s.save_prompt_cache(&cache).unwrap();
+        let mut bytes = std::fs::read(&cache).unwrap();
+        // Header (44 bytes) and 10 token ids, then layer 0's head 0 keys (10, 64) in f32, then
+        // its values: the value at position 3, dim 5.
+        let at = 44 + 4 * 10 + 10 * 64 * 4 + (3 * 64 + 5) * 4;
+        bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        std::fs::write(&cache, &bytes).unwrap();
+        let mut session = model.session();
+        let err = session.load_prompt_cache(&cache, &ids).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PromptCacheError::NonFinite {
+                    what: "value",
+                    layer: 0,
+                    position: 3,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(!err.is_stale());
+        assert_eq!(session.position(), 0);
+    }
+
+    /// Several threads write the same cache path at once while others read it: every write
+    /// succeeds, every read sees a whole file of one of the writers, the file is valid
+    /// afterwards and no temporary file is left behind.
+    #[test]
+    fn concurrent_writers_of_one_path() {
+        let model = load_kv(&fixture_dir("f16"), KvDtype::F32);
+        let tmp = TempDir::new("concurrent");
+        let cache = tmp.path().join("shared.cache");
+        let prompts: Vec<Vec<u32>> = (0..4).map(|w| prompt(20 + 30 * w as usize, w)).collect();
+        {
+            let mut s = model.session();
+            s.prefill(&prompts[0]).unwrap();
+            s.save_prompt_cache(&cache).unwrap();
+        }
+        std::thread::scope(|scope| {
+            for p in &prompts {
+                let (model, cache) = (&model, &cache);
+                scope.spawn(move || {
+                    let mut s = model.session();
+                    s.prefill(p).unwrap();
+                    for _ in 0..5 {
+                        s.save_prompt_cache(cache).unwrap();
+                    }
+                });
+            }
+            for p in &prompts {
+                let (model, cache) = (&model, &cache);
+                scope.spawn(move || {
+                    for _ in 0..10 {
+                        let n = model.session().load_prompt_cache(cache, p).unwrap();
+                        // A reader sees this prompt's writer (all of it) or another (nothing
+                        // in common: the prompts differ from the first token).
+                        assert!(n == 0 || n == p.len(), "read {n} of {}", p.len());
+                    }
+                });
+            }
+        });
+        let found = prompts
+            .iter()
+            .filter(|p| model.session().load_prompt_cache(&cache, p).unwrap() == p.len())
+            .count();
+        assert_eq!(found, 1, "the file is exactly one writer's");
+        let names: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["shared.cache"], "temporary files left behind");
+    }
+
+    /// A write that cannot happen is a typed error, and leaves no temporary file.
+    #[test]
+    fn a_failed_write_is_an_error_and_leaves_nothing() {
+        let model = load_kv(&fixture_dir("f16"), KvDtype::F32);
+        let tmp = TempDir::new("failed-write");
+        let mut s = model.session();
+        s.prefill(&prompt(5, 4)).unwrap();
+        // The target is a directory: the rename over it fails after the temporary file was
+        // written.
+        let target = tmp.path().join("dir.cache");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("keep"), b"x").unwrap();
+        let err = s.save_prompt_cache(&target).unwrap_err();
+        assert!(matches!(err, PromptCacheError::Io { .. }), "{err:?}");
+        assert!(err.to_string().contains("dir.cache"), "{err}");
+        let mut names: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["dir.cache"]);
+        // A directory that does not exist.
+        let err = s
+            .save_prompt_cache(tmp.path().join("no/such/dir/c"))
+            .unwrap_err();
+        assert!(matches!(err, PromptCacheError::Io { .. }), "{err:?}");
     }
 }
 
