@@ -880,4 +880,37 @@ mod finiteness {
             );
         }
     }
+
+    /// The scan goes block by block (4096 elements): hits at and past block boundaries are
+    /// found at their exact index.
+    #[test]
+    fn hits_past_the_first_block() {
+        for (len, at) in [
+            (10_000usize, 9_000usize),
+            (8_192, 4_096),
+            (8_192, 4_095),
+            (4_097, 4_096),
+        ] {
+            let mut values = vec![0.5f32; len];
+            values[at] = f32::NAN;
+            let err = one_tensor(Dtype::F32, &[len], &f32_bytes(&values))
+                .get("w")
+                .unwrap()
+                .check_finite()
+                .expect_err("NaN accepted");
+            assert!(
+                matches!(err, TensorError::NonFinite { index, .. } if index == at),
+                "{len} {at}: {err:?}"
+            );
+            let err = one_tensor(Dtype::BF16, &[len], &bf16_bytes(&values))
+                .get("w")
+                .unwrap()
+                .check_finite()
+                .expect_err("NaN accepted");
+            assert!(
+                matches!(err, TensorError::NonFinite { index, .. } if index == at),
+                "{len} {at}: {err:?}"
+            );
+        }
+    }
 }
