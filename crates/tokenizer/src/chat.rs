@@ -19,6 +19,7 @@ use minijinja::{Environment, ErrorKind, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::error::TokenizerError;
+use crate::tokenizer::read_regular_to_string;
 
 /// File holding the template in current transformers releases; it wins over the config entry.
 pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
@@ -99,7 +100,7 @@ impl ChatTemplate {
         let (source, source_path) = match jinja_path {
             Some(jinja_path) => {
                 let text =
-                    std::fs::read_to_string(&jinja_path).map_err(|source| TokenizerError::Io {
+                    read_regular_to_string(&jinja_path).map_err(|source| TokenizerError::Io {
                         path: jinja_path.clone(),
                         source,
                     })?;
@@ -187,7 +188,7 @@ fn raise_exception(message: String) -> Result<Value, minijinja::Error> {
 }
 
 fn read_config(path: &Path) -> Result<serde_json::Value, TokenizerError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TokenizerError::Io {
+    let text = read_regular_to_string(path).map_err(|source| TokenizerError::Io {
         path: path.to_path_buf(),
         source,
     })?;

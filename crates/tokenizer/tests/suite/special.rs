@@ -107,3 +107,40 @@ fn empty_vocabulary_is_a_load_error() {
     );
     assert!(err.to_string().contains("tokenizer.json"), "{err}");
 }
+
+/// tokenizer.json and tokenizer_config.json that are FIFOs are reported, not waited on.
+#[cfg(unix)]
+#[test]
+fn files_that_are_fifos_do_not_hang() {
+    use nano_infer_tokenizer::{ChatTemplate, Tokenizer, TokenizerError};
+    let dir = std::env::temp_dir().join(format!("nano-infer-tok-{}-fifo", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["tokenizer.json", "tokenizer_config.json"] {
+        let status = std::process::Command::new("mkfifo")
+            .arg(dir.join(name))
+            .status()
+            .expect("run mkfifo");
+        assert!(status.success());
+    }
+    let path = dir.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let tokenizer = Tokenizer::from_dir(&path).map(|_| ());
+        let template = ChatTemplate::from_dir(&path).map(|_| ());
+        let _ = tx.send((tokenizer, template));
+    });
+    let result = rx.recv_timeout(std::time::Duration::from_secs(20));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (tokenizer, template) = result.expect("reading a FIFO hung");
+    for (err, name) in [
+        (tokenizer.unwrap_err(), "tokenizer.json"),
+        (template.unwrap_err(), "tokenizer_config.json"),
+    ] {
+        assert!(matches!(err, TokenizerError::Io { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(name) && msg.contains("not a regular file"),
+            "{msg}"
+        );
+    }
+}
