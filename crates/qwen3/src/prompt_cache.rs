@@ -248,6 +248,13 @@ impl Session<'_> {
             path: path.to_owned(),
             reason,
         };
+        // A FIFO would block the open until a writer appears; a directory fails less clearly.
+        if !std::fs::metadata(path).map_err(io)?.is_file() {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
         let file = File::open(path).map_err(io)?;
         let file_len = file.metadata().map_err(io)?.len();
         let mut r = BufReader::new(file);

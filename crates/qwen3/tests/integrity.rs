@@ -203,6 +203,46 @@ mod prompt_cache {
         assert_eq!(names, ["shared.cache"], "temporary files left behind");
     }
 
+    /// A cache path that is a FIFO or a directory is an error naming it, without waiting.
+    #[cfg(unix)]
+    #[test]
+    fn a_cache_path_that_is_not_a_file_is_refused_without_waiting() {
+        let tmp = TempDir::new("fifo-cache");
+        let fifo = tmp.path().join("fifo.cache");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("run mkfifo");
+        assert!(status.success());
+        std::fs::create_dir(tmp.path().join("dir.cache")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dir = tmp.path().to_owned();
+        std::thread::spawn(move || {
+            let model = load_kv(&fixture_dir("f16"), KvDtype::F32);
+            let results: Vec<String> = ["fifo.cache", "dir.cache"]
+                .iter()
+                .map(|name| {
+                    let err = model
+                        .session()
+                        .load_prompt_cache(dir.join(name), &[1, 2])
+                        .unwrap_err();
+                    assert!(matches!(err, PromptCacheError::Io { .. }), "{err:?}");
+                    err.to_string()
+                })
+                .collect();
+            let _ = tx.send(results);
+        });
+        let messages = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("loading a FIFO prompt cache hung");
+        for (msg, name) in messages.iter().zip(["fifo.cache", "dir.cache"]) {
+            assert!(
+                msg.contains(name) && msg.contains("not a regular file"),
+                "{msg}"
+            );
+        }
+    }
+
     /// A write that cannot happen is a typed error, and leaves no temporary file.
     #[test]
     fn a_failed_write_is_an_error_and_leaves_nothing() {
