@@ -346,6 +346,22 @@ mod header {
         assert_err!(parse(image), TensorError::BadHeader { .. }, [FILE, "`w`"]);
     }
 
+    /// Corners our restatement does not model (a field given twice) are still refused when
+    /// the reference refuses them, with its message and our file name.
+    #[test]
+    fn what_only_the_reference_catches_is_refused_too() {
+        let image = raw(
+            r#"{"w":{"dtype":"U8","dtype":"U8","shape":[2],"data_offsets":[0,2]}}"#,
+            &[7, 9],
+        );
+        assert!(safetensors::SafeTensors::deserialize(&image).is_err());
+        assert_err!(
+            parse(image),
+            TensorError::BadHeader { .. },
+            [FILE, "duplicate field"]
+        );
+    }
+
     #[test]
     fn header_length_over_the_format_limit() {
         let mut image = vec![0u8; 8];
