@@ -143,6 +143,10 @@ pub struct EngineArgs {
     /// kernels; not bit-faithful to the reference, so off by default)
     #[arg(long = "awq-int8")]
     pub awq_int8: bool,
+    /// Scan every weight for NaN and infinity at load and name the first one found (reads all
+    /// of the files; scales, norms and biases are always checked)
+    #[arg(long = "check-tensors")]
+    pub check_tensors: bool,
     /// Print load time, speeds, peak memory, ISA and threads on stderr (-vv: also the rendered
     /// prompt)
     #[arg(short, long, action = ArgAction::Count)]

@@ -48,6 +48,7 @@ pub fn load(dir: &Path, engine: &EngineArgs, ctx_size: Option<usize>) -> Result<
         lm_head: engine.lm_head()?,
         awq_activations: engine.awq_activations(),
         max_memory,
+        check_tensors: engine.check_tensors,
     };
     let start = Instant::now();
     let mut bar = Bar::new("loading", "layers");

@@ -10,7 +10,7 @@ use crate::output::{Printer, ThinkStyle};
 use crate::{chat, hub, interrupt, stats};
 use anyhow::{bail, Result};
 use nano_infer_generate::{Event, Finish, Prepared, Prompt, Request, StopCause};
-use nano_infer_qwen3::GenerationDefaults;
+use nano_infer_qwen3::{GenerationDefaults, PromptCacheError};
 use serde_json::json;
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -101,13 +101,22 @@ fn one_shot(args: &GenerateArgs, loaded: &Loaded, prepared: &Prepared) -> Result
     let cancel = interrupt::install();
     let mut chat = loaded.generator.session();
     if let Some(path) = args.prompt_cache.as_ref().filter(|p| p.exists()) {
-        let reused = chat.load_prompt_cache(path, &prepared.ids)?;
-        if args.engine.verbose > 0 {
-            note!(
+        match chat.load_prompt_cache(path, &prepared.ids) {
+            Ok(reused) if args.engine.verbose > 0 => note!(
                 "prompt cache: reused {reused} of {} prompt tokens from {}",
                 prepared.ids.len(),
                 path.display()
-            );
+            ),
+            Ok(_) => {}
+            // A cache from other weights: worth a line, not the run; this run rewrites it.
+            Err(e) if e.is_stale() => {
+                chat.reset();
+                note!("notice: {e}; running without it");
+            }
+            Err(e @ PromptCacheError::KvTypeMismatch { file, .. }) => {
+                bail!("{e} (--kv-type {file})")
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     let has_tokenizer = loaded.generator.codec().is_some();

@@ -176,6 +176,7 @@ fn greedy_with_every_engine_option() {
         "64",
         "-s",
         "7",
+        "--check-tensors",
     ]);
     assert_eq!(ids_of(&out["ids"]), ids_of(&prompt["greedy_ids"]));
 }
@@ -1098,17 +1099,50 @@ fn prompt_cache_reuses_the_prefix_and_refuses_foreign_files() {
         cached["ids"], plain["ids"],
         "a reused prefix gives the tokens of a full prefill"
     );
+    // A cache from another model is refused with a one-line notice, and the run goes on
+    // without it (and then rewrites it).
     let f16 = fixture("f16");
-    assert_one_line_error(
-        &[
-            "-m",
-            f16.to_str().unwrap(),
-            "--ids",
-            "1",
-            "--prompt-cache",
-            cache.to_str().unwrap(),
-        ],
-        "different model",
+    let foreign = run(&[
+        "-m",
+        f16.to_str().unwrap(),
+        "--ids",
+        "4,5,6,7,8,9,11",
+        "-t",
+        "0",
+        "-l",
+        "4",
+        "--ignore-eos",
+        "--json",
+        "--prompt-cache",
+        cache.to_str().unwrap(),
+    ]);
+    assert!(foreign.status.success(), "{}", stderr(&foreign));
+    let notice = stderr(&foreign);
+    assert!(
+        notice.contains("different model") && notice.contains("running without it"),
+        "{notice}"
+    );
+    assert_eq!(notice.lines().count(), 1, "{notice}");
+    let out: Value = serde_json::from_str(stdout(&foreign).trim()).unwrap();
+    assert_eq!(out["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    // The cache is now f16's: bf16 refuses it in turn.
+    let back = run(&args("4,5,6,7,8,9,11")
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    assert!(
+        stderr(&back).contains("running without it"),
+        "{}",
+        stderr(&back)
+    );
+    let bf16_again = run(&args("4,5,6,7,8,9,11")
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    assert!(
+        stderr(&bf16_again).contains("reused 7 of 7"),
+        "{}",
+        stderr(&bf16_again)
     );
     assert_one_line_error(
         &[

@@ -241,7 +241,10 @@ impl AwqSource {
             .expect_shape(&[groups, out_features / AWQ_PACK])?;
         scales
             .expect_dtype(&[Dtype::F16, Dtype::BF16])?
-            .expect_shape(&[groups, out_features])?;
+            .expect_shape(&[groups, out_features])?
+            // A NaN or infinite scale poisons every output it touches (greedy ids of all 0):
+            // refused at load, always; the scales are 1/64 of the codes' bytes.
+            .check_finite()?;
         Ok(Self {
             qweight,
             qzeros,

@@ -115,7 +115,9 @@ impl Fp8Weight {
                 format!("expected a 2-D weight, found {:?}", codes.shape()),
             ));
         };
-        scale.expect_dtype(&SCALE_DTYPES)?;
+        // A NaN or infinite scale poisons every output it touches: refused at load, always (a
+        // scale covers a block, a row or the whole tensor, so this reads little).
+        scale.expect_dtype(&SCALE_DTYPES)?.check_finite()?;
         let (scales, block_k) = match layout {
             ScaleLayout::Block([br, bc]) => {
                 let (gr, gc) = (rows.div_ceil(br), k.div_ceil(bc));

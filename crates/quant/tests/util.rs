@@ -72,8 +72,16 @@ impl StBuilder {
     pub fn bytes(&self) -> Vec<u8> {
         let mut header = Map::new();
         let mut data = Vec::new();
-        for (name, dtype, shape, bytes) in &self.tensors {
-            data.resize(data.len().next_multiple_of(8), 0);
+        // Widest elements first, as the reference writer orders them: every tensor starts
+        // aligned for its type with no padding between tensors, which the format forbids.
+        let elem = |dtype: &str| match dtype {
+            "F32" | "I32" => 4,
+            "BF16" | "F16" => 2,
+            _ => 1,
+        };
+        let mut tensors: Vec<_> = self.tensors.iter().collect();
+        tensors.sort_by_key(|(_, dtype, _, _)| std::cmp::Reverse(elem(dtype)));
+        for (name, dtype, shape, bytes) in tensors {
             let begin = data.len();
             data.extend_from_slice(bytes);
             header.insert(

@@ -103,7 +103,7 @@ impl Qwen3Config {
                 ),
             });
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io {
+        let text = read_config_file(&path).map_err(|source| ModelError::Io {
             path: path.clone(),
             source,
         })?;
@@ -146,9 +146,14 @@ impl Qwen3Config {
         let arch_ok = self.architectures.iter().any(|a| a == "Qwen3ForCausalLM");
         let type_ok = self.model_type.as_deref() == Some("qwen3");
         if !arch_ok && !type_ok {
+            // Written for a person: `llama`, not Rust's `Some("llama")`.
+            let architectures = match self.architectures.as_slice() {
+                [] => "none".to_string(),
+                list => list.join(", "),
+            };
+            let model_type = self.model_type.as_deref().unwrap_or("none");
             return Err(format!(
-                "unsupported model: architectures {:?}, model_type {:?} (expected Qwen3ForCausalLM / qwen3)",
-                self.architectures, self.model_type
+                "unsupported model: architectures {architectures}, model_type {model_type} (expected Qwen3ForCausalLM / qwen3)"
             ));
         }
         for (name, value) in [
@@ -178,6 +183,45 @@ impl Qwen3Config {
                 self.head_dim()
             ));
         }
+        // Products of the counts size the buffers; each must fit before anything uses it (the
+        // tensors' shapes are checked against them at load, but a product that wrapped around
+        // could match a small tensor).
+        let head_dim = self.head_dim();
+        for (name, a, b) in [
+            (
+                "num_attention_heads × head_dim",
+                self.num_attention_heads,
+                head_dim,
+            ),
+            (
+                "num_key_value_heads × head_dim",
+                self.n_kv_heads(),
+                head_dim,
+            ),
+            (
+                "vocab_size × hidden_size",
+                self.vocab_size,
+                self.hidden_size,
+            ),
+            (
+                "intermediate_size × hidden_size",
+                self.intermediate_size,
+                self.hidden_size,
+            ),
+            ("2 × intermediate_size", 2, self.intermediate_size),
+        ] {
+            if a.checked_mul(b).and_then(|n| n.checked_mul(4)).is_none() {
+                return Err(format!("{name} ({a} × {b}) overflows"));
+            }
+        }
+        for (name, value) in [
+            ("eos_token_id", &self.eos_token_id),
+            ("bos_token_id", &self.bos_token_id),
+        ] {
+            if let Some(value) = value {
+                token_ids(value).map_err(|reason| format!("{name}: {reason}"))?;
+            }
+        }
         if let Some(act) = &self.hidden_act {
             if act != "silu" {
                 return Err(format!(
@@ -196,6 +240,13 @@ impl Qwen3Config {
             || self.rms_norm_eps < 0.0
         {
             return Err("rope_theta must be positive and rms_norm_eps non-negative".into());
+        }
+        // The norms run in f32: an epsilon that rounds to infinity there is not the config's.
+        if !(self.rms_norm_eps as f32).is_finite() {
+            return Err(format!(
+                "rms_norm_eps {} is out of the f32 range the norms compute in",
+                self.rms_norm_eps
+            ));
         }
         if let Some(scaling) = &self.rope_scaling {
             match scaling.rope_type.as_str() {
@@ -219,4 +270,44 @@ impl Qwen3Config {
         }
         Ok(())
     }
+}
+
+/// Token ids as `config.json` and `generation_config.json` give them (`eos_token_id`): one id,
+/// a list of ids, or `null` for none. Anything else (a string, a negative number, a float, an
+/// id past `u32`) is an error, not an empty list: a stop list that silently lost its ids makes
+/// generation run to the length limit.
+pub(crate) fn token_ids(value: &serde_json::Value) -> Result<Vec<u32>, String> {
+    let one = |v: &serde_json::Value| {
+        v.as_u64()
+            .and_then(|id| u32::try_from(id).ok())
+            .ok_or_else(|| {
+                format!(
+                    "{v} is not a token id (expected an integer from 0 to {})",
+                    u32::MAX
+                )
+            })
+    };
+    match value {
+        serde_json::Value::Null => Ok(Vec::new()),
+        serde_json::Value::Array(list) => list.iter().map(one).collect(),
+        v => one(v).map(|id| vec![id]),
+    }
+}
+
+/// Reads a JSON file of the model directory, refusing anything but a regular file (after
+/// symlinks): a FIFO would block the read forever, a directory reads as a puzzling error.
+pub(crate) fn read_config_file(path: &Path) -> std::io::Result<String> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        let kind = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a FIFO, socket or device)"
+        };
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("is {kind}"),
+        ));
+    }
+    std::fs::read_to_string(path)
 }

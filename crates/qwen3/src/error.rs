@@ -13,6 +13,12 @@ pub enum ModelError {
     },
     #[error("{path}: {reason}")]
     Config { path: PathBuf, reason: String },
+    #[error("{path}: num_hidden_layers is {config}, but the checkpoint has {present} decoder layers (counting model.layers.N.input_layernorm.weight from N = 0)")]
+    LayerCount {
+        path: PathBuf,
+        config: usize,
+        present: usize,
+    },
     #[error(transparent)]
     Tensor(#[from] nano_infer_tensor::TensorError),
     #[error(transparent)]
@@ -27,6 +33,11 @@ pub enum ModelError {
     EmptyInput,
     #[error("context full: {needed} positions needed but the context holds {max} (raise --ctx-size, up to the model's max_position_embeddings)")]
     ContextFull { needed: usize, max: usize },
+    /// The logits of a forward pass hold a NaN or infinity: something in the weights or in the
+    /// cached keys and values is not finite. `sequence` is the index of the sequence in the
+    /// pass (0 for a session), `position` the token position whose logits are bad.
+    #[error("the forward pass produced non-finite logits (NaN or infinity) at position {position} of sequence {sequence}: a weight or a cached key/value is not finite (checking the tensors at load names the culprit)")]
+    NonFiniteLogits { sequence: usize, position: usize },
     #[error("instruction set `{0}` is not available on this CPU")]
     IsaUnavailable(nano_infer_simd::Isa),
     #[error(

@@ -1,7 +1,6 @@
 //! `generation_config.json` defaults and the generation loop.
 
 use crate::{ModelError, SampledToken, Sampler, SamplingParams, Session};
-use serde::Deserialize;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -15,24 +14,77 @@ pub struct GenerationDefaults {
     pub max_new_tokens: usize,
 }
 
-#[derive(Deserialize)]
+/// The fields of `generation_config.json` we use, each checked for its type and range: a value
+/// of the wrong type is an error naming the field, never a silent default (and a number past
+/// f32's range is not read as infinity). `null` is "not set", as transformers writes it.
+#[derive(Debug, Default)]
 struct GenerationConfigFile {
-    #[serde(default)]
-    eos_token_id: Option<serde_json::Value>,
-    #[serde(default)]
+    eos_token_id: Option<Vec<u32>>,
     do_sample: Option<bool>,
-    #[serde(default)]
     temperature: Option<f32>,
-    #[serde(default)]
     top_k: Option<usize>,
-    #[serde(default)]
     top_p: Option<f32>,
-    #[serde(default)]
     min_p: Option<f32>,
-    #[serde(default)]
     repetition_penalty: Option<f32>,
-    #[serde(default)]
     max_new_tokens: Option<usize>,
+}
+
+impl GenerationConfigFile {
+    /// Parses the file's text; errors say which field is wrong (the caller adds the path).
+    fn parse(text: &str) -> Result<Self, String> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        let serde_json::Value::Object(map) = value else {
+            return Err(format!(
+                "expected a JSON object of generation settings, found {}",
+                match value {
+                    serde_json::Value::Array(_) => "an array",
+                    serde_json::Value::String(_) => "a string",
+                    serde_json::Value::Number(_) => "a number",
+                    serde_json::Value::Bool(_) => "a boolean",
+                    _ => "null",
+                }
+            ));
+        };
+        let get = |name: &str| map.get(name).filter(|v| !v.is_null());
+        let f32_field = |name: &str| -> Result<Option<f32>, String> {
+            let Some(v) = get(name) else { return Ok(None) };
+            let x = v
+                .as_f64()
+                .ok_or_else(|| format!("{name}: {v} is not a number"))?;
+            // `as f32` would turn 1e308 into infinity; out of range is an error instead.
+            let narrowed = x as f32;
+            if !narrowed.is_finite() {
+                return Err(format!("{name}: {v} is out of the f32 range"));
+            }
+            Ok(Some(narrowed))
+        };
+        let usize_field = |name: &str| -> Result<Option<usize>, String> {
+            let Some(v) = get(name) else { return Ok(None) };
+            v.as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| format!("{name}: {v} is not a non-negative integer"))
+        };
+        Ok(Self {
+            eos_token_id: get("eos_token_id")
+                .map(crate::config::token_ids)
+                .transpose()
+                .map_err(|reason| format!("eos_token_id: {reason}"))?,
+            do_sample: get("do_sample")
+                .map(|v| {
+                    v.as_bool()
+                        .ok_or_else(|| format!("do_sample: {v} is not true or false"))
+                })
+                .transpose()?,
+            temperature: f32_field("temperature")?,
+            top_k: usize_field("top_k")?,
+            top_p: f32_field("top_p")?,
+            min_p: f32_field("min_p")?,
+            repetition_penalty: f32_field("repetition_penalty")?,
+            max_new_tokens: usize_field("max_new_tokens")?,
+        })
+    }
 }
 
 impl GenerationDefaults {
@@ -58,18 +110,22 @@ impl GenerationDefaults {
     ) -> Result<Self, ModelError> {
         let mut defaults = Self::fallback();
         let path = dir.join("generation_config.json");
-        let file =
-            match std::fs::read_to_string(&path) {
-                Ok(text) => Some(serde_json::from_str::<GenerationConfigFile>(&text).map_err(
-                    |e| ModelError::Config {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    },
-                )?),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(source) => return Err(ModelError::Io { path, source }),
-            };
-        let mut eos = config_eos.cloned();
+        let config_error =
+            |path: std::path::PathBuf| move |reason: String| ModelError::Config { path, reason };
+        let file = match crate::config::read_config_file(&path) {
+            Ok(text) => {
+                Some(GenerationConfigFile::parse(&text).map_err(config_error(path.clone()))?)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(ModelError::Io { path, source }),
+        };
+        // `config.json`'s ids were checked when it was loaded; checked again here for callers
+        // that pass a value of their own.
+        let mut stop_ids = config_eos
+            .map(crate::config::token_ids)
+            .transpose()
+            .map_err(|reason| format!("eos_token_id: {reason}"))
+            .map_err(config_error(dir.join("config.json")))?;
         if let Some(f) = file {
             let s = &mut defaults.sampling;
             if f.do_sample == Some(false) {
@@ -83,20 +139,10 @@ impl GenerationDefaults {
             s.repetition_penalty = f.repetition_penalty.unwrap_or(s.repetition_penalty);
             defaults.max_new_tokens = f.max_new_tokens.unwrap_or(defaults.max_new_tokens);
             if f.eos_token_id.is_some() {
-                eos = f.eos_token_id;
+                stop_ids = f.eos_token_id;
             }
         }
-        defaults.stop_ids = match eos {
-            Some(serde_json::Value::Number(n)) => {
-                n.as_u64().map(|v| vec![v as u32]).unwrap_or_default()
-            }
-            Some(serde_json::Value::Array(list)) => list
-                .iter()
-                .filter_map(|v| v.as_u64())
-                .map(|v| v as u32)
-                .collect(),
-            _ => Vec::new(),
-        };
+        defaults.stop_ids = stop_ids.unwrap_or_default();
         Ok(defaults)
     }
 }

@@ -33,6 +33,9 @@ pub struct LoadOptions {
     /// budget, unless the model would not fit in the memory the system has available, in
     /// which case one is chosen (see [`Model::offload_report`]).
     pub max_memory: Option<u64>,
+    /// Scan every weight for NaN and infinity at load ([`Model::check_tensors`]; llama.cpp's
+    /// `--check-tensors`). Scales, norms and biases are checked at every load regardless.
+    pub check_tensors: bool,
 }
 
 impl Default for LoadOptions {
@@ -44,6 +47,7 @@ impl Default for LoadOptions {
             awq_activations: AwqActivations::F32,
             lm_head: LmHead::Exact,
             max_memory: None,
+            check_tensors: false,
         }
     }
 }
@@ -66,7 +70,7 @@ pub struct Model {
     /// What the memory budget decided, for `--verbose` (and why, when it was chosen for the user).
     offload_report: Option<String>,
     // Keeps the memory maps alive for the weights' tensors (they also hold them, but the store
-    // is what knows the files).
+    // is what knows the files), and lists them for `check_tensors`.
     _store: WeightStore,
 }
 
@@ -144,7 +148,7 @@ impl Model {
             .as_ref()
             .filter(|p| p.streams())
             .map(|p| Streamer::new(weights.layer_tensors(), p.clone()));
-        Ok(Self {
+        let model = Self {
             dir: dir.to_owned(),
             rope: Rope::new(&config),
             file_bytes: store.total_bytes(),
@@ -157,7 +161,25 @@ impl Model {
             kv_dtype: options.kv_dtype,
             ctx_size,
             _store: store,
-        })
+        };
+        if options.check_tensors {
+            model.check_tensors()?;
+        }
+        Ok(model)
+    }
+
+    /// Scans every tensor of the checkpoint for NaN and infinity (llama.cpp's
+    /// `--check-tensors`) and names the first one found. Quantization scales, norms and biases
+    /// are always checked at load; the weight matrices are not, because this reads every byte
+    /// of the files (seconds for a 4B model), so it is the caller's choice.
+    pub fn check_tensors(&self) -> Result<(), ModelError> {
+        let mut names: Vec<&str> = self._store.names().collect();
+        // Name order, so the same file always reports the same tensor first.
+        names.sort_unstable();
+        for name in names {
+            self._store.get(name)?.check_finite()?;
+        }
+        Ok(())
     }
 
     /// What the memory budget decided (resident and streamed layers, the accounting), when a
@@ -301,7 +323,9 @@ impl Model {
                 Logits::All => state.logit_rows.extend(first..first + len),
             }
         }
-        let result = self.forward_rows(ids, seg_lens, store, state, logits);
+        let result = self
+            .forward_rows(ids, seg_lens, store, state, logits)
+            .and_then(|()| check_logits(c.vocab_size, state, logits));
         if result.is_err() {
             for (seg, &len) in state.seg_pos0.iter().enumerate() {
                 store.rollback(seg, len);
@@ -456,6 +480,26 @@ impl Model {
     }
 }
 
+/// Errors naming the first row whose logits hold a NaN or infinity. A NaN weight, scale or
+/// cached KV entry spreads to every logit downstream, and sampling from NaNs gives token 0 every
+/// time: an answer that looks like one. Reading `(rows, vocab)` floats once costs nothing next
+/// to the lm_head matmul that wrote them.
+fn check_logits(vocab: usize, s: &RunState, logits: &[f32]) -> Result<(), ModelError> {
+    match logits
+        .chunks_exact(vocab)
+        .position(|row| row.iter().any(|v| !v.is_finite()))
+    {
+        None => Ok(()),
+        Some(out_row) => {
+            let row = s.logit_rows[out_row];
+            Err(ModelError::NonFiniteLogits {
+                sequence: s.row_seg[row],
+                position: s.row_pos[row],
+            })
+        }
+    }
+}
+
 fn add_bias(rows: &mut [f32], bias: Option<&[f32]>) {
     if let Some(bias) = bias {
         for row in rows.chunks_exact_mut(bias.len()) {
@@ -522,13 +566,15 @@ fn plan_residency(
     options: &LoadOptions,
     ctx_size: usize,
 ) -> Result<Option<(ResidencyPlan, String)>, ModelError> {
+    // Saturating: the counts are validated against the tensors, but max_position_embeddings
+    // (and so ctx_size) is bounded by nothing in the checkpoint.
     let kv_per_token =
         config.num_hidden_layers * config.kv_dim() * 2 * options.kv_dtype.bytes_per_element();
     let layers = weights.layer_bytes();
     let fixed = weights.fixed_bytes() as u64;
     let activations = activation_bytes(config) as u64;
     let (budget, kv_cache, why) = match options.max_memory {
-        Some(budget) => (budget, (ctx_size * kv_per_token) as u64, None),
+        Some(budget) => (budget, ctx_size.saturating_mul(kv_per_token) as u64, None),
         None => {
             let kv = (ctx_size.min(AUTO_KV_TOKENS) * kv_per_token) as u64;
             let needed = fixed + layers.iter().sum::<u64>() + kv + activations;

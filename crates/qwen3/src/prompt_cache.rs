@@ -19,20 +19,36 @@
 //!
 //! KV is written in the cache's own element type, so a round trip is exact and a bf16 file is
 //! half the size of an f32 one. Heads are laid out whole so that loading a prefix of `n`
-//! tokens reads `n` rows per (layer, head) and seeks over the rest. A file is refused, before
-//! anything is loaded, when its fingerprint (a hash of `config.json` and the names and sizes of
-//! the weight files) or its KV dtype differs from the session's, or when its length does not
-//! match its header. Files are written to `PATH.tmp` and renamed, so a crash never leaves a
-//! half-written cache under the real name.
+//! tokens reads `n` rows per (layer, head) and seeks over the rest.
+//!
+//! Integrity, in the order a load checks it:
+//! - A file is refused, before anything is loaded, when its fingerprint (a hash of
+//!   `config.json` and the names and sizes of the weight files) or its KV dtype differs from
+//!   the session's, or when its length does not match its header.
+//! - Every loaded key and value must be finite (a NaN would spread to every later logit).
+//! - The fingerprint cannot see the weights' *content* (hashing gigabytes at every start is too
+//!   slow, and sampling them misses a changed tensor), so the load then recomputes the last
+//!   loaded position with the model, over the loaded KV, and compares its keys and values with
+//!   the file's: weights that differ in any tensor the cached KV depends on (every layer's
+//!   attention inputs, every earlier layer's MLP) move them far past the kernels' rounding.
+//!   A mismatch empties the session and returns [`PromptCacheError::WeightsMismatch`]
+//!   ([`PromptCacheError::is_stale`]: the caller says so in one line and goes on without the
+//!   cache). It costs one decode step.
+//! - Writes go to a temporary file unique to the writer (process id, a counter, the clock) in
+//!   the same directory, created with `create_new` and mode 0600, fsynced, then renamed over
+//!   the target; on failure the temporary file is removed. Concurrent writers of one path
+//!   therefore never share a temporary file, and a reader sees either some writer's complete
+//!   file or the previous one, never a mixture or a half-written file.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use half::{bf16, f16};
 use nano_infer_kvcache::{KvDtype, KvRows};
 
-use crate::{Model, ModelError, Session};
+use crate::{Logits, Model, ModelError, Session};
 
 const MAGIC: &[u8; 8] = b"NANOKVPC";
 const VERSION: u32 = 1;
@@ -63,7 +79,7 @@ pub enum PromptCacheError {
         file: u64,
         model: u64,
     },
-    #[error("{path}: prompt cache holds {file} KV but this run uses --kv-type {session}; delete it or run with --kv-type {file}")]
+    #[error("{path}: prompt cache holds {file} KV but this model's KV cache is {session}; delete it or load the model with a {file} KV cache")]
     KvTypeMismatch {
         path: PathBuf,
         file: KvDtype,
@@ -71,9 +87,50 @@ pub enum PromptCacheError {
     },
     #[error("{path}: prompt cache is corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("{path}: prompt cache is corrupt: a {what} of layer {layer} at position {position} is {value}")]
+    NonFinite {
+        path: PathBuf,
+        what: &'static str,
+        layer: usize,
+        position: usize,
+        value: f32,
+    },
+    /// Recomputing the last cached position gave other keys or values than the file holds:
+    /// the file was written by a model of the same shapes but other weights.
+    #[error("{path}: prompt cache was written with different weights (recomputed {what} of layer {layer} at position {position} differ by {diff:.3e}, more than {tolerance:.3e}); not using it")]
+    WeightsMismatch {
+        path: PathBuf,
+        what: &'static str,
+        layer: usize,
+        position: usize,
+        diff: f32,
+        tolerance: f32,
+    },
     #[error(transparent)]
     Model(#[from] ModelError),
 }
+
+impl PromptCacheError {
+    /// Whether the file is a valid prompt cache of another model (other shapes, other weights):
+    /// not an error of the run, only a cache to ignore (and overwrite) with a one-line notice.
+    pub fn is_stale(&self) -> bool {
+        matches!(
+            self,
+            PromptCacheError::ModelMismatch { .. } | PromptCacheError::WeightsMismatch { .. }
+        )
+    }
+}
+
+/// Relative tolerance of the recomputed keys and values against the cached ones, per layer, as
+/// a fraction of the largest cached magnitude. Measured on the fixtures (`tests/integrity.rs`):
+/// the writing model itself differs by at most 6e-4 (the recomputation is a one-token pass
+/// while the cached rows came from a prefill, whose kernels sum in another order, ~1e-6; a
+/// bf16/f16 cache rounds each element, the rest), and one reversed weight tensor of the same
+/// shape moves them by 116–143%. 5% sits about a hundred times above the first and twenty
+/// below the second. A cache written with int8 AWQ activations and read by an f32 run differs
+/// by up to 3.3%: accepted, near the bound; refusing such a file would cost a re-prefill, while
+/// accepting other weights' KV would cost wrong answers, so the bound errs towards refusing.
+const KV_REL_TOL: f32 = 0.05;
 
 /// A stable 64-bit identity of a model directory: FNV-1a over `config.json`'s bytes and the
 /// name and size of every `*.safetensors` file, in name order. Cheap (no weight is read);
@@ -104,20 +161,43 @@ pub fn model_fingerprint(model: &Model) -> Result<u64, PromptCacheError> {
 }
 
 impl Session<'_> {
-    /// Writes every token of the session and its KV to `path` (see the module doc).
+    /// Writes every token of the session and its KV to `path` (see the module doc), atomically:
+    /// through a private temporary file in the same directory, renamed over `path` once
+    /// complete and synced. A failure leaves `path` as it was and removes the temporary file.
     pub fn save_prompt_cache(&self, path: impl AsRef<Path>) -> Result<(), PromptCacheError> {
         let path = path.as_ref();
-        let model = self.model();
-        let fingerprint = model_fingerprint(model)?;
+        let fingerprint = model_fingerprint(self.model())?;
+        let tmp = temporary_path(path)?;
+        let result = self.write_prompt_cache(&tmp, fingerprint).and_then(|()| {
+            std::fs::rename(&tmp, path).map_err(|source| PromptCacheError::Io {
+                path: path.to_owned(),
+                source,
+            })
+        });
+        match result {
+            Ok(()) => {
+                sync_parent(path);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the cache file to `tmp`, which must not exist yet, and syncs it.
+    fn write_prompt_cache(&self, tmp: &Path, fingerprint: u64) -> Result<(), PromptCacheError> {
         let cache = self.cache();
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
         let io = |source| PromptCacheError::Io {
-            path: tmp.clone(),
+            path: tmp.to_owned(),
             source,
         };
-        let mut w = BufWriter::new(File::create(&tmp).map_err(io)?);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut w = BufWriter::new(options.open(tmp).map_err(io)?);
         let mut header = Vec::with_capacity(HEADER_BYTES as usize);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&VERSION.to_le_bytes());
@@ -140,11 +220,7 @@ impl Session<'_> {
         w.into_inner()
             .map_err(|e| io(e.into_error()))?
             .sync_all()
-            .map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(|source| PromptCacheError::Io {
-            path: path.to_owned(),
-            source,
-        })
+            .map_err(io)
     }
 
     /// Empties the session, then loads from `path` the longest prefix of its tokens that
@@ -152,8 +228,12 @@ impl Session<'_> {
     /// [`crate::generate`] with `prompt` prefills only the rest (and re-runs the last prompt
     /// token when the whole prompt was loaded, since its logits are not stored).
     ///
-    /// Refuses (loading nothing) a file from another model, with another KV dtype, or whose
-    /// length does not match its header.
+    /// Refuses, leaving the session as it was, a file from another model, with another KV
+    /// dtype, or whose length does not match its header. Refuses, leaving the session empty, a
+    /// file whose KV holds NaN or infinity, or whose last loaded position the model recomputes
+    /// differently ([`PromptCacheError::WeightsMismatch`]: written by other weights; the
+    /// position is recomputed in place, one decode step). [`PromptCacheError::is_stale`] tells
+    /// the refusals a caller should report in one line and then run without the cache.
     pub fn load_prompt_cache(
         &mut self,
         path: impl AsRef<Path>,
@@ -168,6 +248,13 @@ impl Session<'_> {
             path: path.to_owned(),
             reason,
         };
+        // A FIFO would block the open until a writer appears; a directory fails less clearly.
+        if !std::fs::metadata(path).map_err(io)?.is_file() {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
         let file = File::open(path).map_err(io)?;
         let file_len = file.metadata().map_err(io)?.len();
         let mut r = BufReader::new(file);
@@ -269,28 +356,172 @@ impl Session<'_> {
         }
         let kv_dim = n_heads * hd;
         let (mut k, mut v) = (vec![0.0f32; n * kv_dim], vec![0.0f32; n * kv_dim]);
+        // (n_layers, kv_dim) each: the file's keys and values of the last loaded position.
+        let (mut last_k, mut last_v) = (Vec::new(), Vec::new());
         let mut raw = vec![0u8; n * hd * bpe as usize];
         let data0 = HEADER_BYTES + 4 * n_tokens as u64;
-        let (cache, session_tokens) = self.parts_mut();
-        for layer in 0..n_layers {
-            for head in 0..n_heads {
-                for (i, dst) in [&mut k, &mut v].into_iter().enumerate() {
-                    let at = data0 + ((layer * n_heads + head) * 2 + i) as u64 * head_bytes;
-                    r.seek(SeekFrom::Start(at)).map_err(io)?;
-                    r.read_exact(&mut raw).map_err(io)?;
-                    let elem = bpe as usize;
-                    for (t, row) in raw.chunks_exact(hd * elem).enumerate() {
-                        let out = &mut dst[t * kv_dim + head * hd..t * kv_dim + (head + 1) * hd];
-                        decode_row(dtype, row, out);
+        let loaded = (|| {
+            let (cache, session_tokens) = self.parts_mut();
+            for layer in 0..n_layers {
+                for head in 0..n_heads {
+                    for (i, dst) in [&mut k, &mut v].into_iter().enumerate() {
+                        let at = data0 + ((layer * n_heads + head) * 2 + i) as u64 * head_bytes;
+                        r.seek(SeekFrom::Start(at)).map_err(io)?;
+                        r.read_exact(&mut raw).map_err(io)?;
+                        let elem = bpe as usize;
+                        for (t, row) in raw.chunks_exact(hd * elem).enumerate() {
+                            let out =
+                                &mut dst[t * kv_dim + head * hd..t * kv_dim + (head + 1) * hd];
+                            decode_row(dtype, row, out);
+                            if let Some(&value) = out.iter().find(|x| !x.is_finite()) {
+                                return Err(PromptCacheError::NonFinite {
+                                    path: path.to_owned(),
+                                    what: ["key", "value"][i],
+                                    layer,
+                                    position: t,
+                                    value,
+                                });
+                            }
+                        }
                     }
                 }
+                last_k.extend_from_slice(&k[(n - 1) * kv_dim..]);
+                last_v.extend_from_slice(&v[(n - 1) * kv_dim..]);
+                cache.append(layer, &k, &v).map_err(ModelError::from)?;
             }
-            cache.append(layer, &k, &v).map_err(ModelError::from)?;
+            cache.advance(n);
+            session_tokens.extend_from_slice(&tokens[..n]);
+            self.verify_last_position(path, &last_k, &last_v)
+        })();
+        match loaded {
+            Ok(()) => Ok(n),
+            Err(e) => {
+                // Nothing of a refused file stays in the session.
+                self.reset();
+                Err(e)
+            }
         }
-        cache.advance(n);
-        session_tokens.extend_from_slice(&tokens[..n]);
-        Ok(n)
     }
+
+    /// Recomputes the session's last position from the model over the KV before it, and
+    /// compares its keys and values `(n_layers, kv_dim)` with `file_k`/`file_v` (see the
+    /// module doc and [`KV_REL_TOL`]).
+    fn verify_last_position(
+        &mut self,
+        path: &Path,
+        file_k: &[f32],
+        file_v: &[f32],
+    ) -> Result<(), PromptCacheError> {
+        let n = self.tokens().len();
+        let last = self.tokens()[n - 1];
+        self.truncate(n - 1);
+        self.forward(&[last], Logits::Last)?;
+        let cache = self.cache();
+        let (n_heads, hd) = (cache.n_kv_heads(), cache.head_dim());
+        let kv_dim = n_heads * hd;
+        let mut row = vec![0.0f32; hd];
+        for layer in 0..cache.n_layers() {
+            for (what, file, rows_of) in [
+                ("keys", file_k, KvCacheRows::Keys),
+                ("values", file_v, KvCacheRows::Values),
+            ] {
+                let expected = &file[layer * kv_dim..(layer + 1) * kv_dim];
+                let scale = expected.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                let tolerance = KV_REL_TOL * scale + f32::MIN_POSITIVE;
+                let mut diff = 0.0f32;
+                for head in 0..n_heads {
+                    let rows = match rows_of {
+                        KvCacheRows::Keys => cache.keys(layer, head),
+                        KvCacheRows::Values => cache.values(layer, head),
+                    };
+                    rows_to_f32(rows, n - 1, &mut row);
+                    for (a, b) in row.iter().zip(&expected[head * hd..(head + 1) * hd]) {
+                        // `max` would skip a NaN: count it as the largest difference.
+                        let d = (a - b).abs();
+                        diff = diff.max(if d.is_nan() { f32::INFINITY } else { d });
+                    }
+                }
+                if diff > tolerance {
+                    return Err(PromptCacheError::WeightsMismatch {
+                        path: path.to_owned(),
+                        what,
+                        layer,
+                        position: n - 1,
+                        diff,
+                        tolerance,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum KvCacheRows {
+    Keys,
+    Values,
+}
+
+/// Row `row` of `rows` (`(n, out.len())`), widened to f32.
+fn rows_to_f32(rows: KvRows<'_>, row: usize, out: &mut [f32]) {
+    let hd = out.len();
+    let range = row * hd..(row + 1) * hd;
+    match rows {
+        KvRows::F32(s) => out.copy_from_slice(&s[range]),
+        KvRows::Bf16(s) => out
+            .iter_mut()
+            .zip(&s[range])
+            .for_each(|(o, x)| *o = x.to_f32()),
+        KvRows::F16(s) => out
+            .iter_mut()
+            .zip(&s[range])
+            .for_each(|(o, x)| *o = x.to_f32()),
+    }
+}
+
+/// A temporary name beside `path`, unique to this writer: process id, a per-process counter
+/// and the clock's nanoseconds (the counter separates threads, the pid processes, the clock a
+/// pid reused after a crash). Hidden (a leading dot) so a half-written file is not mistaken
+/// for a cache.
+fn temporary_path(path: &Path) -> Result<PathBuf, PromptCacheError> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path.file_name().ok_or_else(|| PromptCacheError::Io {
+        path: path.to_owned(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a prompt cache path must name a file",
+        ),
+    })?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut tmp = std::ffi::OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(
+        ".{}.{}.{nanos}.tmp",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    Ok(path.with_file_name(tmp))
+}
+
+/// Syncs the directory holding `path`, so the rename itself survives a crash. Best effort: the
+/// file is complete either way, and not every platform can open a directory.
+fn sync_parent(path: &Path) {
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 fn dtype_code(d: KvDtype) -> u8 {

@@ -118,7 +118,8 @@ impl Weights<LinearSource> {
         let hidden = config.hidden_size;
         let vector = |name: &str, len: usize| -> Result<Vec<f32>, ModelError> {
             let t = store.get(name)?;
-            t.expect_shape(&[len])?;
+            // Norms and biases are small: always checked, like quantization scales.
+            t.expect_shape(&[len])?.check_finite()?;
             Ok(t.to_f32_vec()?)
         };
 
@@ -128,6 +129,7 @@ impl Weights<LinearSource> {
         let embed = DenseWeight::new(embed_tensor.clone())?;
 
         let (q_dim, kv_dim, inter) = (config.q_dim(), config.kv_dim(), config.intermediate_size);
+        check_layer_count(store, config)?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");
@@ -284,6 +286,24 @@ impl Weights<LinearSource> {
         };
         Ok((weights, spilled))
     }
+}
+
+/// `num_hidden_layers` sizes the layer list (and everything per layer after it), so it is
+/// checked against the checkpoint first: the layers `0..n` must all be there. Counting them is
+/// bounded by the number of tensors, whatever the config says; a config of a billion layers is
+/// then an error naming both counts instead of a multi-terabyte allocation. (More layers in the
+/// checkpoint than the config uses are accepted, as transformers does.)
+fn check_layer_count(store: &WeightStore, config: &Qwen3Config) -> Result<(), ModelError> {
+    let has = |i: usize| store.contains(&format!("model.layers.{i}.input_layernorm.weight"));
+    let present = (0..).take_while(|&i| has(i)).count();
+    if config.num_hidden_layers > present {
+        return Err(ModelError::LayerCount {
+            path: store.dir().join("config.json"),
+            config: config.num_hidden_layers,
+            present,
+        });
+    }
+    Ok(())
 }
 
 impl Weights {

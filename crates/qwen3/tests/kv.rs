@@ -566,7 +566,7 @@ fn prompt_cache_refuses_other_models_kv_types_and_damage() {
         ),
         "{err}"
     );
-    assert!(err.to_string().contains("--kv-type bf16"), "{err}");
+    assert!(err.to_string().contains("a bf16 KV cache"), "{err}");
     assert_eq!(session.tokens(), &[5, 6], "a refused load changes nothing");
 
     let bytes = std::fs::read(&path).unwrap();

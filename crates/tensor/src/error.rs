@@ -15,6 +15,8 @@ pub enum TensorError {
     },
     #[error("{dir}: no model.safetensors or model.safetensors.index.json (expected a Hugging Face model directory)")]
     NoWeights { dir: PathBuf },
+    #[error("{path}: is {kind}, not a regular file")]
+    NotAFile { path: PathBuf, kind: &'static str },
     #[error(
         "{path}: file is {file_len} bytes, too short for a safetensors header (need at least 8)"
     )]
@@ -24,6 +26,12 @@ pub enum TensorError {
         path: PathBuf,
         header_len: u64,
         available: u64,
+    },
+    #[error("{path}: header length {header_len} exceeds the {max}-byte limit of the safetensors format (corrupt length prefix?)")]
+    HeaderTooLarge {
+        path: PathBuf,
+        header_len: u64,
+        max: u64,
     },
     #[error("{path}: malformed header: {reason}")]
     BadHeader { path: PathBuf, reason: String },
@@ -46,6 +54,19 @@ pub enum TensorError {
         path: PathBuf,
         first: String,
         second: String,
+    },
+    #[error("{path}: tensor `{tensor}` begins at byte {begin} of the data section, but the previous tensor ends at {expected} (a gap: corrupt offsets or length prefix?)")]
+    Gap {
+        path: PathBuf,
+        tensor: String,
+        begin: u64,
+        expected: u64,
+    },
+    #[error("{path}: the tensors cover {covered} bytes of the data section, but it holds {data_len} (trailing bytes: corrupt length prefix or offsets?)")]
+    TrailingBytes {
+        path: PathBuf,
+        covered: u64,
+        data_len: u64,
     },
     /// `expected` is `u64::MAX` when the shape's byte size overflows a `u64`.
     #[error("{path}: tensor `{tensor}` has shape {shape:?} of {dtype} = {expected} bytes, but its offsets span {actual}")]
@@ -72,6 +93,17 @@ pub enum TensorError {
         tensor: String,
         expected: String,
         actual: Dtype,
+    },
+    /// A NaN or infinity where only finite numbers make sense (a weight, a scale): it would
+    /// turn every logit it reaches into NaN, i.e. a wrong answer rather than an error.
+    #[error(
+        "tensor `{tensor}` ({path}): element {index} is {value}; weights and scales must be finite"
+    )]
+    NonFinite {
+        path: PathBuf,
+        tensor: String,
+        index: usize,
+        value: f32,
     },
     #[error("{path}: malformed index: {reason}")]
     BadIndex { path: PathBuf, reason: String },

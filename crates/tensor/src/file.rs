@@ -1,9 +1,13 @@
 //! One safetensors file: an 8-byte little-endian header length, a JSON header mapping tensor
 //! names to `{dtype, shape, data_offsets}`, then the data section.
 //!
-//! The header is validated completely at open: dtypes known, every shape's byte size equal to its
-//! offsets' span, every span inside the file, no two spans overlapping. After that, fetching a
-//! tensor cannot fail on the file's account.
+//! The header is validated completely at open, as strictly as the reference `safetensors` crate
+//! (whose acceptance the fuzz tests compare against): dtypes known, every shape's byte size
+//! equal to its offsets' span, and the spans tiling the data section exactly (no gap, no
+//! overlap, no trailing bytes). The tiling matters beyond tidiness: a length prefix one byte
+//! short still parses as JSON (the header's padding absorbs it) and would shift every tensor by
+//! a byte; only the exact-cover rule catches that. After open, fetching a tensor cannot fail on
+//! the file's account.
 
 use crate::{Dtype, Result, Tensor, TensorError};
 use std::collections::BTreeMap;
@@ -86,6 +90,10 @@ impl SafetensorsFile {
             path: path.to_owned(),
             source,
         };
+        // Opening a FIFO would block until a writer appears, and a directory would fail at
+        // the map with a puzzling message: say what is there instead. (Nothing there: the open
+        // below reports it.)
+        crate::store::probe_file(path)?;
         let file = std::fs::File::open(path).map_err(io)?;
         // SAFETY: the map is read-only. Another process truncating or rewriting the file while
         // it is mapped would be undefined behaviour; every mmap-based loader (safetensors,
@@ -146,8 +154,63 @@ impl SafetensorsFile {
     }
 }
 
-/// Parses and validates the header of a safetensors image.
+/// The `safetensors` crate's bound on the JSON header (`MAX_HEADER_SIZE`): a larger length
+/// prefix is refused before anything is read, so a corrupt prefix never sizes an allocation.
+pub const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Parses and validates the header of a safetensors image, accepting exactly what the
+/// reference `safetensors` crate (0.6, `SafeTensors::read_metadata`) accepts, minus dtypes no
+/// Qwen3 checkpoint uses.
+///
+/// The reference decides: it is the format's definition, and it settles the exotic corners
+/// (duplicate keys, a tensor entry written as an array of its fields) that a restatement would
+/// get subtly wrong. When it refuses, [`diagnose`] names what is wrong (the tensor, the offsets);
+/// only a case it does not know falls back to the reference's own message.
 fn parse_header(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, TensorInfo>> {
+    let (header_len, metadata) = match safetensors::SafeTensors::read_metadata(bytes) {
+        Ok(parsed) => parsed,
+        Err(reference) => {
+            return Err(match diagnose(path, bytes) {
+                Err(ours) => ours,
+                Ok(_) => TensorError::BadHeader {
+                    path: path.to_owned(),
+                    reason: reference.to_string(),
+                },
+            })
+        }
+    };
+    let data_start = 8 + header_len;
+    // Sorted by name, so that of several unknown dtypes the same one is always reported.
+    let infos: BTreeMap<String, &safetensors::tensor::TensorInfo> =
+        metadata.tensors().into_iter().collect();
+    let mut tensors = BTreeMap::new();
+    for (name, info) in infos {
+        let dtype = Dtype::from_safetensors(&format!("{:?}", info.dtype)).ok_or_else(|| {
+            TensorError::UnknownDtype {
+                path: path.to_owned(),
+                tensor: name.clone(),
+                dtype: format!("{:?}", info.dtype),
+            }
+        })?;
+        let (begin, end) = info.data_offsets;
+        tensors.insert(
+            name,
+            TensorInfo {
+                dtype,
+                shape: info.shape.clone(),
+                start: data_start + begin,
+                end: data_start + end,
+            },
+        );
+    }
+    Ok(tensors)
+}
+
+/// Our restatement of the format's rules: a header of at most [`MAX_HEADER_BYTES`], a JSON
+/// object whose optional `__metadata__` is `null` or an object of strings, and tensors whose
+/// spans, sorted, tile the data section exactly (no gap, no overlap, nothing after the last
+/// one). Run when the reference refuses a file, for an error that names the fault.
+fn diagnose(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, TensorInfo>> {
     let bad = |reason: String| TensorError::BadHeader {
         path: path.to_owned(),
         reason,
@@ -160,6 +223,13 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, TensorInfo
         });
     }
     let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    if header_len > MAX_HEADER_BYTES {
+        return Err(TensorError::HeaderTooLarge {
+            path: path.to_owned(),
+            header_len,
+            max: MAX_HEADER_BYTES,
+        });
+    }
     if header_len > file_len - 8 {
         return Err(TensorError::HeaderBeyondFile {
             path: path.to_owned(),
@@ -176,14 +246,11 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, TensorInfo
     let mut tensors = BTreeMap::new();
     for (name, entry) in header {
         if name == "__metadata__" {
+            check_metadata(&entry).map_err(bad)?;
             continue;
         }
-        let field = |key: &str| {
-            entry
-                .get(key)
-                .ok_or_else(|| bad(format!("tensor `{name}` has no `{key}`")))
-        };
-        let dtype_name = field("dtype")?
+        let (dtype_value, shape_value, offsets_value) = entry_fields(&name, &entry).map_err(bad)?;
+        let dtype_name = dtype_value
             .as_str()
             .ok_or_else(|| bad(format!("tensor `{name}`: dtype is not a string")))?;
         let dtype =
@@ -192,9 +259,9 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, TensorInfo
                 tensor: name.clone(),
                 dtype: dtype_name.to_owned(),
             })?;
-        let shape = u64_list(field("shape")?)
+        let shape = u64_list(shape_value)
             .ok_or_else(|| bad(format!("tensor `{name}`: shape is not a list of integers")))?;
-        let offsets = u64_list(field("data_offsets")?)
+        let offsets = u64_list(offsets_value)
             .filter(|o| o.len() == 2)
             .ok_or_else(|| bad(format!("tensor `{name}`: data_offsets is not [begin, end]")))?;
         let (begin, end) = (offsets[0], offsets[1]);
@@ -212,11 +279,14 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, TensorInfo
                 data_len,
             });
         }
-        // The byte size is computed from the header's u64 dims, before any conversion to usize,
-        // so a dim that does not fit a 32-bit usize cannot be truncated into a matching size.
+        // The element count is folded from 1 the way the reference does (so an empty tensor
+        // with one huge dim is accepted or refused exactly as there), from the header's u64
+        // dims before any conversion to usize, so a dim that does not fit a 32-bit usize cannot
+        // be truncated into a matching size.
         let expected = shape
             .iter()
-            .try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(d));
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .and_then(|numel| numel.checked_mul(dtype.size() as u64));
         if expected != Some(end - begin) {
             return Err(TensorError::SizeMismatch {
                 path: path.to_owned(),
@@ -252,20 +322,99 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, TensorInfo
         );
     }
 
-    // Overlap check: sort the non-empty spans by start; each must begin at or after the previous end.
-    let mut spans: Vec<(&String, &TensorInfo)> =
-        tensors.iter().filter(|(_, t)| t.end > t.start).collect();
-    spans.sort_by_key(|(_, t)| t.start);
-    for pair in spans.windows(2) {
-        if pair[1].1.start < pair[0].1.end {
+    // Tiling check, as the reference's `Metadata::validate`: sorted by (begin, end), each span
+    // starts exactly where the previous one ended (empty spans included), and the last one
+    // ends at the end of the file. A gap or trailing bytes are refused, not skipped: they are
+    // what a wrong length prefix looks like (every tensor read a few bytes off).
+    let mut spans: Vec<(&String, &TensorInfo)> = tensors.iter().collect();
+    spans.sort_by_key(|(_, t)| (t.start, t.end));
+    let mut covered = data_start;
+    let mut previous: Option<&String> = None;
+    for (name, t) in spans {
+        if t.start < covered {
             return Err(TensorError::Overlap {
                 path: path.to_owned(),
-                first: pair[0].0.clone(),
-                second: pair[1].0.clone(),
+                first: previous.cloned().unwrap_or_default(),
+                second: name.clone(),
             });
         }
+        if t.start > covered {
+            return Err(TensorError::Gap {
+                path: path.to_owned(),
+                tensor: name.clone(),
+                begin: (t.start - data_start) as u64,
+                expected: (covered - data_start) as u64,
+            });
+        }
+        covered = t.end;
+        previous = Some(name);
+    }
+    if covered != bytes.len() {
+        return Err(TensorError::TrailingBytes {
+            path: path.to_owned(),
+            covered: (covered - data_start) as u64,
+            data_len,
+        });
     }
     Ok(tensors)
+}
+
+/// `__metadata__` as the reference reads it (`Option<HashMap<String, String>>`): `null`, or an
+/// object whose values are all strings.
+fn check_metadata(value: &serde_json::Value) -> std::result::Result<(), String> {
+    match value {
+        serde_json::Value::Null => Ok(()),
+        serde_json::Value::Object(map) => match map.iter().find(|(_, v)| !v.is_string()) {
+            Some((key, v)) => Err(format!(
+                "`__metadata__` value of `{key}` is {v}, not a string"
+            )),
+            None => Ok(()),
+        },
+        other => Err(format!(
+            "`__metadata__` is {other}, not an object of strings"
+        )),
+    }
+}
+
+/// The `dtype`, `shape` and `data_offsets` of a tensor entry. Like serde's derived
+/// `Deserialize` (what the reference uses), an entry is an object with those three keys (other
+/// keys ignored) or an array of exactly those three values in that order.
+fn entry_fields<'a>(
+    name: &str,
+    entry: &'a serde_json::Value,
+) -> std::result::Result<
+    (
+        &'a serde_json::Value,
+        &'a serde_json::Value,
+        &'a serde_json::Value,
+    ),
+    String,
+> {
+    match entry {
+        serde_json::Value::Object(map) => {
+            let field = |key: &str| {
+                map.get(key)
+                    .ok_or_else(|| format!("tensor `{name}` has no `{key}`"))
+            };
+            Ok((field("dtype")?, field("shape")?, field("data_offsets")?))
+        }
+        serde_json::Value::Array(list) if list.len() == 3 => Ok((&list[0], &list[1], &list[2])),
+        other => Err(format!(
+            "tensor `{name}`: entry is {}, not an object with dtype, shape and data_offsets",
+            json_kind(other)
+        )),
+    }
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 fn u64_list(value: &serde_json::Value) -> Option<Vec<u64>> {

@@ -26,7 +26,7 @@ mod tensor;
 
 pub use dtype::{Dtype, Element};
 pub use error::TensorError;
-pub use file::SafetensorsFile;
+pub use file::{SafetensorsFile, MAX_HEADER_BYTES};
 pub use page_cache::evict_page_cache;
 pub use spill::SpillFile;
 pub use store::WeightStore;

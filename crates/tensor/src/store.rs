@@ -21,14 +21,6 @@ impl WeightStore {
     /// `dir/model.safetensors`.
     pub fn open_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
-        let index = dir.join(INDEX);
-        if index.is_file() {
-            return Self::open_index(dir, &index);
-        }
-        let single = dir.join(SINGLE);
-        if single.is_file() {
-            return Self::from_files(dir, vec![SafetensorsFile::open(&single)?]);
-        }
         if !dir.is_dir() {
             let source = if dir.exists() {
                 std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a model directory")
@@ -39,6 +31,14 @@ impl WeightStore {
                 path: dir.to_owned(),
                 source,
             });
+        }
+        let index = dir.join(INDEX);
+        if probe_file(&index)? {
+            return Self::open_index(dir, &index);
+        }
+        let single = dir.join(SINGLE);
+        if probe_file(&single)? {
+            return Self::from_files(dir, vec![SafetensorsFile::open(&single)?]);
         }
         Err(TensorError::NoWeights {
             dir: dir.to_owned(),
@@ -95,7 +95,7 @@ impl WeightStore {
                 Some(&i) => i,
                 None => {
                     let path = dir.join(shard);
-                    if !path.is_file() {
+                    if !probe_file(&path)? {
                         return Err(TensorError::MissingShard {
                             index: index.to_owned(),
                             shard: shard.to_owned(),
@@ -166,6 +166,57 @@ impl WeightStore {
         } else {
             Ok(None)
         }
+    }
+}
+
+/// Whether a regular file is at `path` (following symlinks): `Ok(false)` when nothing is, an
+/// error saying what is there otherwise (a directory, a FIFO, a dangling symlink, a symlink
+/// loop). Without it those read as "missing", and opening a FIFO would block forever waiting
+/// for a writer.
+pub(crate) fn probe_file(path: &Path) -> Result<bool> {
+    let io = |source| TensorError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(true),
+        Ok(meta) => Err(TensorError::NotAFile {
+            path: path.to_owned(),
+            kind: file_kind(&meta.file_type()),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match std::fs::symlink_metadata(path) {
+                Ok(meta) if meta.file_type().is_symlink() => Err(io(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "dangling symbolic link (its target does not exist)",
+                ))),
+                _ => Ok(false),
+            }
+        }
+        // A symlink loop (ELOOP, "too many levels of symbolic links"), a permission error.
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// What a non-regular file is, for an error message.
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
     }
 }
 

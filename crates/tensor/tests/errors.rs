@@ -57,6 +57,77 @@ mod directories {
         );
     }
 
+    /// `model.safetensors` that is not a regular file is reported as what it is, not as
+    /// missing weights.
+    #[test]
+    fn weights_path_that_is_a_directory() {
+        let tmp = TempDir::new("weightsdir");
+        std::fs::create_dir(tmp.path().join("model.safetensors")).unwrap();
+        assert_err!(
+            WeightStore::open_dir(tmp.path()),
+            TensorError::NotAFile {
+                kind: "a directory",
+                ..
+            },
+            ["model.safetensors", "a directory"]
+        );
+        assert_err!(
+            SafetensorsFile::open(tmp.path().join("model.safetensors")),
+            TensorError::NotAFile { .. },
+            ["model.safetensors"]
+        );
+    }
+
+    /// A FIFO is reported, and promptly: opening it would wait forever for a writer.
+    #[cfg(unix)]
+    #[test]
+    fn weights_path_that_is_a_fifo_does_not_hang() {
+        let tmp = TempDir::new("weightsfifo");
+        let fifo = tmp.path().join("model.safetensors");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("run mkfifo");
+        assert!(status.success());
+        let dir = tmp.path().to_owned();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(WeightStore::open_dir(&dir).map(|_| ()));
+        });
+        let result = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("open_dir hung on a FIFO");
+        assert_err!(
+            result,
+            TensorError::NotAFile {
+                kind: "a FIFO (named pipe)",
+                ..
+            },
+            ["model.safetensors", "FIFO"]
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn weights_path_that_is_a_symlink_loop_or_dangling() {
+        let tmp = TempDir::new("weightsloop");
+        let link = tmp.path().join("model.safetensors");
+        std::os::unix::fs::symlink(&link, &link).unwrap();
+        let err = assert_err!(
+            WeightStore::open_dir(tmp.path()),
+            TensorError::Io { .. },
+            ["model.safetensors"]
+        );
+        assert!(!matches!(err, TensorError::NoWeights { .. }));
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("gone.safetensors"), &link).unwrap();
+        assert_err!(
+            WeightStore::open_dir(tmp.path()),
+            TensorError::Io { .. },
+            ["model.safetensors", "dangling"]
+        );
+    }
+
     #[test]
     fn corrupt_single_file_in_a_directory_names_the_file() {
         let tmp = TempDir::new("corruptdir");
@@ -120,7 +191,7 @@ mod header {
         image[..8].copy_from_slice(&u64::MAX.to_le_bytes());
         assert_err!(
             parse(image),
-            TensorError::HeaderBeyondFile {
+            TensorError::HeaderTooLarge {
                 header_len: u64::MAX,
                 ..
             },
@@ -236,6 +307,69 @@ mod header {
         assert!(
             err.to_string().contains(&format!("dtype {dtype},")),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn metadata_values_must_be_strings() {
+        for (metadata, needle) in [
+            (r#"{"format":1}"#, "`format`"),
+            (r#"{"a":"x","nested":{"b":"c"}}"#, "`nested`"),
+            (r#"{"list":["pt"]}"#, "`list`"),
+            (r#""pt""#, "not an object"),
+            (r#"[]"#, "not an object"),
+            (r#"7"#, "not an object"),
+        ] {
+            let image = raw(&format!(r#"{{"__metadata__":{metadata}}}"#), &[]);
+            assert!(safetensors::SafeTensors::deserialize(&image).is_err());
+            assert_err!(
+                parse(image),
+                TensorError::BadHeader { .. },
+                [FILE, "__metadata__", needle]
+            );
+        }
+        // `null` is no metadata, for the reference too.
+        let image = raw(r#"{"__metadata__":null}"#, &[]);
+        assert!(safetensors::SafeTensors::deserialize(&image).is_ok());
+        assert_eq!(parse(image).unwrap().names().count(), 0);
+    }
+
+    /// serde's derived `Deserialize`, which the reference uses, also reads a struct from an
+    /// array of its fields in order; accepting exactly what it accepts means reading it too.
+    #[test]
+    fn entry_as_an_array_of_its_fields() {
+        let image = raw(r#"{"w":["U8",[2],[0,2]]}"#, &[7, 9]);
+        assert!(safetensors::SafeTensors::deserialize(&image).is_ok());
+        assert_eq!(parse(image).unwrap().get("w").unwrap().bytes(), [7, 9]);
+        let image = raw(r#"{"w":["U8",[2]]}"#, &[7, 9]);
+        assert!(safetensors::SafeTensors::deserialize(&image).is_err());
+        assert_err!(parse(image), TensorError::BadHeader { .. }, [FILE, "`w`"]);
+    }
+
+    /// Corners our restatement does not model (a field given twice) are still refused when
+    /// the reference refuses them, with its message and our file name.
+    #[test]
+    fn what_only_the_reference_catches_is_refused_too() {
+        let image = raw(
+            r#"{"w":{"dtype":"U8","dtype":"U8","shape":[2],"data_offsets":[0,2]}}"#,
+            &[7, 9],
+        );
+        assert!(safetensors::SafeTensors::deserialize(&image).is_err());
+        assert_err!(
+            parse(image),
+            TensorError::BadHeader { .. },
+            [FILE, "duplicate field"]
+        );
+    }
+
+    #[test]
+    fn header_length_over_the_format_limit() {
+        let mut image = vec![0u8; 8];
+        image[..8].copy_from_slice(&(nano_infer_tensor::MAX_HEADER_BYTES + 1).to_le_bytes());
+        assert_err!(
+            parse(image),
+            TensorError::HeaderTooLarge { .. },
+            [FILE, "100000001"]
         );
     }
 
@@ -371,7 +505,7 @@ mod spans {
             [FILE, "`outer`"]
         );
         // The same span twice.
-        let header = r#"{"p":{"dtype":"I32","shape":[1],"data_offsets":[4,8]},"q":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
+        let header = r#"{"o":{"dtype":"I32","shape":[1],"data_offsets":[0,4]},"p":{"dtype":"I32","shape":[1],"data_offsets":[4,8]},"q":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
         assert_err!(
             parse(raw(header, &[0; 8])),
             TensorError::Overlap { .. },
@@ -381,11 +515,94 @@ mod spans {
 
     #[test]
     fn touching_and_empty_spans_do_not_overlap() {
-        let header = r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[4,8]},"e":{"dtype":"F32","shape":[0],"data_offsets":[2,2]}}"#;
+        let header = r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[4,8]},"e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]}}"#;
         let file = parse(raw(header, &[1, 2, 3, 4, 5, 6, 7, 8])).unwrap();
         assert_eq!(file.get("a").unwrap().bytes(), [1, 2, 3, 4]);
         assert_eq!(file.get("b").unwrap().bytes(), [5, 6, 7, 8]);
         assert!(file.get("e").unwrap().bytes().is_empty());
+    }
+
+    /// An empty span strictly inside another tensor's bytes is refused, as the reference does
+    /// (its spans must tile the data section in order).
+    #[test]
+    fn empty_span_inside_a_tensor_is_an_overlap() {
+        let header = r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"e":{"dtype":"F32","shape":[0],"data_offsets":[2,2]}}"#;
+        assert_err!(
+            parse(raw(header, &[1, 2, 3, 4])),
+            TensorError::Overlap { .. },
+            [FILE, "`a`", "`e`"]
+        );
+    }
+
+    #[test]
+    fn gap_between_tensors() {
+        let header = r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[3,5]}}"#;
+        let err = assert_err!(
+            parse(raw(header, &[0; 5])),
+            TensorError::Gap { .. },
+            [FILE, "`b`", "gap"]
+        );
+        assert!(matches!(
+            err,
+            TensorError::Gap {
+                begin: 3,
+                expected: 2,
+                ..
+            }
+        ));
+        // A gap before the first tensor.
+        let entry = r#"{"dtype":"U8","shape":[2],"data_offsets":[1,3]}"#;
+        assert_err!(
+            parse(one(entry, &[0; 3])),
+            TensorError::Gap { expected: 0, .. },
+            [FILE, "`w`"]
+        );
+    }
+
+    #[test]
+    fn bytes_after_the_last_tensor() {
+        let mut image = small_image();
+        image.push(0);
+        let err = assert_err!(
+            parse(image),
+            TensorError::TrailingBytes { .. },
+            [FILE, "trailing"]
+        );
+        let TensorError::TrailingBytes {
+            covered, data_len, ..
+        } = err
+        else {
+            unreachable!()
+        };
+        assert_eq!(data_len, covered + 1);
+        // No tensors at all, but a data section.
+        assert_err!(
+            parse(raw("{}", &[0; 3])),
+            TensorError::TrailingBytes {
+                covered: 0,
+                data_len: 3,
+                ..
+            },
+            [FILE]
+        );
+    }
+
+    /// The case that made weights read one byte off: the prefix one short of the real header
+    /// still ends on valid JSON (the writer's space padding), so only the exact cover of the
+    /// data section catches it. The reference refuses it too (MetadataIncompleteBuffer).
+    #[test]
+    fn header_length_one_byte_short() {
+        let data = f32_bytes(&[1.0, 2.0, 3.0, 4.0]);
+        let mut image = serialize(&[("w", Dtype::F32, &[4], &data)]);
+        let n = crate::util::header_len(&image);
+        assert_eq!(
+            image[8 + n - 1],
+            b' ',
+            "the reference writer pads with spaces"
+        );
+        image[..8].copy_from_slice(&(n as u64 - 1).to_le_bytes());
+        assert!(safetensors::SafeTensors::deserialize(&image).is_err());
+        assert_err!(parse(image), TensorError::TrailingBytes { .. }, [FILE]);
     }
 }
 
@@ -614,5 +831,102 @@ mod index {
             TensorError::BadHeader { .. },
             ["bad.safetensors"]
         );
+    }
+}
+
+mod finiteness {
+    use super::*;
+    use crate::util::{assert_mentions, bf16_bytes, f16_bytes, i32_bytes};
+
+    fn one_tensor(dtype: Dtype, shape: &[usize], data: &[u8]) -> SafetensorsFile {
+        parse(serialize(&[("w", dtype, shape, data)])).unwrap()
+    }
+
+    #[test]
+    fn finite_tensors_pass() {
+        for (dtype, data) in [
+            (
+                Dtype::F32,
+                f32_bytes(&[1.0, -3.4e38, 0.0, f32::MIN_POSITIVE]),
+            ),
+            (Dtype::BF16, bf16_bytes(&[1.0, -2.0, 3.0e38, 0.0])),
+            (Dtype::F16, f16_bytes(&[1.0, -65504.0, 0.0, 6e-8])),
+            (Dtype::F8E4M3, vec![0x7E, 0xFE, 0x00, 0x80]),
+            (Dtype::F8E5M2, vec![0x7B, 0xFB, 0x00, 0x80]),
+            (Dtype::I32, i32_bytes(&[-1, i32::MAX, 0x7F80_0000, 0])),
+            (Dtype::U8, vec![0xFF, 0x7F, 0x7C, 0]),
+        ] {
+            let shape = [data.len() / dtype.size()];
+            let t = one_tensor(dtype, &shape, &data).get("w").unwrap();
+            t.check_finite().unwrap_or_else(|e| panic!("{dtype}: {e}"));
+        }
+    }
+
+    /// The first non-finite element is named, with its index and value, for every float dtype.
+    #[test]
+    fn the_first_non_finite_element_is_named() {
+        let cases: [(Dtype, Vec<u8>, usize, &str); 7] = [
+            (
+                Dtype::F32,
+                f32_bytes(&[1.0, 2.0, f32::NAN, f32::INFINITY]),
+                2,
+                "NaN",
+            ),
+            (Dtype::F32, f32_bytes(&[1.0, f32::NEG_INFINITY]), 1, "-inf"),
+            (Dtype::BF16, bf16_bytes(&[0.0, f32::INFINITY]), 1, "inf"),
+            (Dtype::F16, f16_bytes(&[1e5, 1.0]), 0, "inf"), // 1e5 overflows f16
+            (Dtype::F8E4M3, vec![0x00, 0x7E, 0xFF], 2, "NaN"),
+            (Dtype::F8E5M2, vec![0x01, 0xFC, 0x7D], 1, "-inf"),
+            (Dtype::F8E5M2, vec![0x7D], 0, "NaN"),
+        ];
+        for (dtype, data, index, value) in cases {
+            let shape = [data.len() / dtype.size()];
+            let err = one_tensor(dtype, &shape, &data)
+                .get("w")
+                .unwrap()
+                .check_finite()
+                .expect_err("non-finite accepted");
+            let TensorError::NonFinite { index: found, .. } = &err else {
+                panic!("{dtype}: wrong variant {err:?}");
+            };
+            assert_eq!(*found, index, "{dtype}");
+            assert_mentions(
+                &err,
+                &[FILE, "`w`", &format!("element {index} is {value};")],
+            );
+        }
+    }
+
+    /// The scan goes block by block (4096 elements): hits at and past block boundaries are
+    /// found at their exact index.
+    #[test]
+    fn hits_past_the_first_block() {
+        for (len, at) in [
+            (10_000usize, 9_000usize),
+            (8_192, 4_096),
+            (8_192, 4_095),
+            (4_097, 4_096),
+        ] {
+            let mut values = vec![0.5f32; len];
+            values[at] = f32::NAN;
+            let err = one_tensor(Dtype::F32, &[len], &f32_bytes(&values))
+                .get("w")
+                .unwrap()
+                .check_finite()
+                .expect_err("NaN accepted");
+            assert!(
+                matches!(err, TensorError::NonFinite { index, .. } if index == at),
+                "{len} {at}: {err:?}"
+            );
+            let err = one_tensor(Dtype::BF16, &[len], &bf16_bytes(&values))
+                .get("w")
+                .unwrap()
+                .check_finite()
+                .expect_err("NaN accepted");
+            assert!(
+                matches!(err, TensorError::NonFinite { index, .. } if index == at),
+                "{len} {at}: {err:?}"
+            );
+        }
     }
 }

@@ -1,9 +1,10 @@
-//! Corrupted images: `SafetensorsFile::from_bytes` returns `Ok` or `Err`, never panics, and
-//! whatever it accepts is fully readable. Structured headers are also checked against an oracle
-//! that restates the validation rules.
+//! Corrupted images: `SafetensorsFile::from_bytes` returns `Ok` or `Err`, never panics,
+//! accepts exactly what the reference `safetensors` crate accepts (bar dtypes we do not
+//! support), and whatever it accepts reads the same bytes as the reference. Structured headers
+//! are also checked against an oracle that restates the validation rules.
 
 use crate::util::{check_all_tensors, header_len, raw, small_image};
-use nano_infer_tensor::{Dtype, SafetensorsFile};
+use nano_infer_tensor::{Dtype, SafetensorsFile, TensorError};
 use proptest::prelude::*;
 use std::sync::OnceLock;
 
@@ -12,10 +13,30 @@ fn base() -> &'static [u8] {
     IMAGE.get_or_init(small_image)
 }
 
-/// Opens `bytes`; if that succeeds, every tensor must be fetchable and consistent.
+/// Opens `bytes`: it must not panic, must accept exactly what the reference accepts (a dtype
+/// we do not support aside), and every tensor it accepts must be fetchable, consistent and the
+/// reference's bytes.
 fn must_not_panic(bytes: Vec<u8>) {
-    if let Ok(file) = SafetensorsFile::from_bytes("fuzz.safetensors", bytes) {
-        check_all_tensors(&file);
+    let reference = safetensors::SafeTensors::deserialize(&bytes);
+    match SafetensorsFile::from_bytes("fuzz.safetensors", bytes.clone()) {
+        Ok(file) => {
+            let reference = reference.unwrap_or_else(|e| {
+                panic!("accepted an image the reference refuses ({e}): {bytes:?}")
+            });
+            check_all_tensors(&file);
+            assert_eq!(file.names().count(), reference.len());
+            for name in file.names() {
+                let ours = file.get(name).unwrap();
+                let theirs = reference.tensor(name).unwrap();
+                assert_eq!(ours.bytes(), theirs.data(), "{name}");
+                assert_eq!(ours.shape(), theirs.shape(), "{name}");
+            }
+        }
+        Err(TensorError::UnknownDtype { .. }) => {}
+        Err(e) => assert!(
+            reference.is_err(),
+            "refused an image the reference accepts ({e}): {bytes:?}"
+        ),
     }
 }
 
@@ -114,8 +135,9 @@ fn arb_entry() -> impl Strategy<Value = Entry> {
 }
 
 /// What the validation rules say about a structured header: accept iff every dtype is known,
-/// every span is ordered, inside the data and the size of its shape, and no two non-empty spans
-/// overlap.
+/// every span is ordered, inside the data and the size of its shape, and the spans sorted by
+/// (begin, end) tile the data section exactly: each begins where the previous one ended, the
+/// first at 0, the last ends at its end (so no gap, no overlap, no trailing bytes).
 fn oracle_accepts(entries: &[(String, Entry)], data_len: u64) -> bool {
     let mut spans = Vec::new();
     for (_, e) in entries {
@@ -132,27 +154,33 @@ fn oracle_accepts(entries: &[(String, Entry)], data_len: u64) -> bool {
         if size != Some(e.end - e.begin) {
             return false;
         }
-        if e.end > e.begin {
-            spans.push((e.begin, e.end));
-        }
+        spans.push((e.begin, e.end));
     }
     spans.sort_unstable();
-    spans.windows(2).all(|w| w[1].0 >= w[0].1)
+    let mut covered = 0;
+    for (begin, end) in spans {
+        if begin != covered {
+            return false;
+        }
+        covered = end;
+    }
+    covered == data_len
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
-    /// (a) Truncation at random lengths, and random garbage appended (which only grows the data
-    /// section, so the image stays valid).
+    /// (a) Truncation at random lengths, and random garbage appended (bytes no tensor covers:
+    /// refused, as the reference does).
     #[test]
     fn truncated_or_extended(cut in 0usize..400, tail in prop::collection::vec(any::<u8>(), 0..16)) {
         let image = base();
         let mut bytes = image[..cut.min(image.len())].to_vec();
         if cut >= image.len() {
             bytes.extend_from_slice(&tail);
-            let file = SafetensorsFile::from_bytes("x", bytes).unwrap();
-            check_all_tensors(&file);
+            let result = SafetensorsFile::from_bytes("x", bytes.clone());
+            prop_assert_eq!(result.is_ok(), tail.is_empty());
+            must_not_panic(bytes);
         } else {
             prop_assert!(SafetensorsFile::from_bytes("x", bytes).is_err());
         }
@@ -221,8 +249,10 @@ proptest! {
             );
         }
         let entries: Vec<(String, Entry)> = entries.into_iter().collect();
-        let result = SafetensorsFile::from_bytes("s", raw(&serde_json::Value::Object(header).to_string(), &data));
+        let image = raw(&serde_json::Value::Object(header).to_string(), &data);
+        let result = SafetensorsFile::from_bytes("s", image.clone());
         prop_assert_eq!(result.is_ok(), oracle_accepts(&entries, data_len as u64), "{:?}", result.as_ref().err());
+        must_not_panic(image);
         if let Ok(file) = result {
             check_all_tensors(&file);
             prop_assert_eq!(file.names().count(), entries.len());

@@ -19,6 +19,7 @@ use minijinja::{Environment, ErrorKind, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::error::TokenizerError;
+use crate::tokenizer::read_regular_to_string;
 
 /// File holding the template in current transformers releases; it wins over the config entry.
 pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
@@ -99,7 +100,7 @@ impl ChatTemplate {
         let (source, source_path) = match jinja_path {
             Some(jinja_path) => {
                 let text =
-                    std::fs::read_to_string(&jinja_path).map_err(|source| TokenizerError::Io {
+                    read_regular_to_string(&jinja_path).map_err(|source| TokenizerError::Io {
                         path: jinja_path.clone(),
                         source,
                     })?;
@@ -129,6 +130,7 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.add_template_owned(TEMPLATE_NAME, source)
             .map_err(|source| TokenizerError::TemplateSyntax {
                 path: origin.to_path_buf(),
@@ -164,9 +166,21 @@ impl ChatTemplate {
             .get_template(TEMPLATE_NAME)
             .map_err(render_err)?
             .render(ctx)
-            .map_err(render_err)
+            .map_err(|source| match source.kind() {
+                ErrorKind::OutOfFuel => TokenizerError::TemplateBudget {
+                    fuel: TEMPLATE_FUEL,
+                },
+                _ => render_err(source),
+            })
     }
 }
+
+/// Instructions one render may execute (minijinja's fuel). A template is a program shipped in
+/// the model directory: nested `range(10000)` loops would run 10⁸ iterations and allocate
+/// gigabytes of output before anything checked the prompt's length. Qwen3's template spends a
+/// few hundred instructions per message, so 10⁷ is tens of thousands of messages (far past any
+/// context), while a runaway loop stops within a second and ~100 MB of output.
+pub const TEMPLATE_FUEL: u64 = 10_000_000;
 
 /// `raise_exception(msg)`: templates call it to reject a conversation (e.g. a bad role order).
 fn raise_exception(message: String) -> Result<Value, minijinja::Error> {
@@ -174,7 +188,7 @@ fn raise_exception(message: String) -> Result<Value, minijinja::Error> {
 }
 
 fn read_config(path: &Path) -> Result<serde_json::Value, TokenizerError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TokenizerError::Io {
+    let text = read_regular_to_string(path).map_err(|source| TokenizerError::Io {
         path: path.to_path_buf(),
         source,
     })?;

@@ -50,6 +50,12 @@ pub enum TokenizerError {
         #[source]
         source: minijinja::Error,
     },
+    /// The chat template ran past its instruction budget (a runaway loop).
+    #[error("rendering the chat template took more than {fuel} instructions (a runaway loop in the template?)")]
+    TemplateBudget { fuel: u64 },
+    /// `tokenizer.json` loaded but its model has no tokens: every text would encode to `[]`.
+    #[error("{path}: the tokenizer's vocabulary is empty")]
+    EmptyVocabulary { path: PathBuf },
     /// `tokenizers` failed to encode the text.
     #[error("encoding failed: {source}")]
     Encode {

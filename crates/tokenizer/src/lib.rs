@@ -39,7 +39,7 @@ mod error;
 mod stream;
 mod tokenizer;
 
-pub use chat::{ChatMessage, ChatTemplate, RenderOptions};
+pub use chat::{ChatMessage, ChatTemplate, RenderOptions, TEMPLATE_FUEL};
 pub use error::TokenizerError;
 pub use stream::StreamDecoder;
 pub use tokenizer::Tokenizer;

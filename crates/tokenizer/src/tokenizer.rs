@@ -15,6 +15,30 @@ use crate::error::TokenizerError;
 /// File name looked for by [`Tokenizer::from_dir`].
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
+/// Reads a file of the model directory, refusing anything but a regular file (after symlinks):
+/// reading a FIFO would block forever waiting for a writer.
+pub(crate) fn read_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        let kind = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a FIFO, socket or device)"
+        };
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("is {kind}"),
+        ));
+    }
+    std::fs::read(path)
+}
+
+/// [`read_regular_file`] as UTF-8 text.
+pub(crate) fn read_regular_to_string(path: &Path) -> std::io::Result<String> {
+    String::from_utf8(read_regular_file(path)?)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 /// A Qwen3 (or any HF `tokenizer.json`) tokenizer: text to `u32` ids and back.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
@@ -31,7 +55,7 @@ impl Tokenizer {
         let path = path.as_ref();
         // Read the bytes ourselves: `tokenizers::Tokenizer::from_file` would fold a missing
         // file and a corrupt one into the same opaque error.
-        let bytes = std::fs::read(path).map_err(|source| TokenizerError::Io {
+        let bytes = read_regular_file(path).map_err(|source| TokenizerError::Io {
             path: path.to_path_buf(),
             source,
         })?;
@@ -40,6 +64,12 @@ impl Tokenizer {
                 path: path.to_path_buf(),
                 source,
             })?;
+        // Without added tokens: a vocabulary of only special tokens still drops all plain text.
+        if inner.get_vocab_size(false) == 0 {
+            return Err(TokenizerError::EmptyVocabulary {
+                path: path.to_path_buf(),
+            });
+        }
         let mut special_ids: Vec<u32> = inner
             .get_added_tokens_decoder()
             .into_iter()

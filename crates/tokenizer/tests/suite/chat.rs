@@ -146,3 +146,35 @@ fn missing_config_names_the_path() {
         .to_string()
         .contains("/no/such/model/tokenizer_config.json"));
 }
+
+/// A template with nested `range(10000)` loops (10⁸ iterations, gigabytes of output) stops at
+/// the instruction budget with its own error, quickly.
+#[test]
+fn runaway_template_loops_hit_the_budget() {
+    let src = "{% for i in range(10000) %}{% for j in range(10000) %}{{ i }}-{{ j }} {% endfor %}{% endfor %}";
+    let tpl = ChatTemplate::new(src.to_string(), std::path::Path::new("runaway.jinja")).unwrap();
+    let start = std::time::Instant::now();
+    let err = tpl
+        .render(&[ChatMessage::new("user", "hi")], &gen(None))
+        .unwrap_err();
+    assert!(
+        matches!(err, TokenizerError::TemplateBudget { fuel } if fuel == nano_infer_tokenizer::TEMPLATE_FUEL),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("instructions"), "{err}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(20));
+}
+
+/// The budget is far above what the genuine Qwen3 template needs: a 2,000-message conversation
+/// renders within it.
+#[test]
+fn long_conversations_fit_the_budget() {
+    let msgs: Vec<ChatMessage> = (0..2000)
+        .map(|i| {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            ChatMessage::new(role, format!("message {i}"))
+        })
+        .collect();
+    let text = template().render(&msgs, &gen(Some(false))).unwrap();
+    assert!(text.contains("message 1999"));
+}

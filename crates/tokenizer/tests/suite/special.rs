@@ -74,3 +74,73 @@ fn out_of_range_ids_are_harmless() {
         "Hello"
     );
 }
+
+/// A `tokenizer.json` whose BPE vocabulary is `vocab`, with one added special token.
+fn bpe_json(vocab: &str) -> String {
+    format!(
+        r#"{{"version":"1.0","truncation":null,"padding":null,
+        "added_tokens":[{{"id":5,"content":"<|s|>","single_word":false,"lstrip":false,"rstrip":false,"normalized":false,"special":true}}],
+        "normalizer":null,"pre_tokenizer":null,"post_processor":null,"decoder":null,
+        "model":{{"type":"BPE","dropout":null,"unk_token":null,"continuing_subword_prefix":null,
+        "end_of_word_suffix":null,"fuse_unk":false,"byte_fallback":false,"vocab":{vocab},"merges":[]}}}}"#
+    )
+}
+
+/// An empty vocabulary is a load error naming the file: it would encode every text to `[]`.
+#[test]
+fn empty_vocabulary_is_a_load_error() {
+    use nano_infer_tokenizer::{Tokenizer, TokenizerError};
+    let dir = std::env::temp_dir().join(format!("nano-infer-tok-{}-empty", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tokenizer.json");
+
+    std::fs::write(&path, bpe_json(r#"{"a":0,"b":1}"#)).unwrap();
+    let tok = Tokenizer::from_file(&path).unwrap();
+    assert_eq!(tok.encode("ab").unwrap(), [0, 1]);
+
+    std::fs::write(&path, bpe_json("{}")).unwrap();
+    let err = Tokenizer::from_file(&path).map(|_| ()).unwrap_err();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        matches!(err, TokenizerError::EmptyVocabulary { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("tokenizer.json"), "{err}");
+}
+
+/// tokenizer.json and tokenizer_config.json that are FIFOs are reported, not waited on.
+#[cfg(unix)]
+#[test]
+fn files_that_are_fifos_do_not_hang() {
+    use nano_infer_tokenizer::{ChatTemplate, Tokenizer, TokenizerError};
+    let dir = std::env::temp_dir().join(format!("nano-infer-tok-{}-fifo", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["tokenizer.json", "tokenizer_config.json"] {
+        let status = std::process::Command::new("mkfifo")
+            .arg(dir.join(name))
+            .status()
+            .expect("run mkfifo");
+        assert!(status.success());
+    }
+    let path = dir.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let tokenizer = Tokenizer::from_dir(&path).map(|_| ());
+        let template = ChatTemplate::from_dir(&path).map(|_| ());
+        let _ = tx.send((tokenizer, template));
+    });
+    let result = rx.recv_timeout(std::time::Duration::from_secs(20));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (tokenizer, template) = result.expect("reading a FIFO hung");
+    for (err, name) in [
+        (tokenizer.unwrap_err(), "tokenizer.json"),
+        (template.unwrap_err(), "tokenizer_config.json"),
+    ] {
+        assert!(matches!(err, TokenizerError::Io { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(name) && msg.contains("not a regular file"),
+            "{msg}"
+        );
+    }
+}
