@@ -50,6 +50,9 @@ pub enum Event {
     Text { channel: Channel, text: String },
     /// The last event.
     Finished(Finish),
+    /// The request could not run (a [`crate::Batcher`] reports it so, to the request's own
+    /// sink, instead of failing its neighbours); no `Finished` follows.
+    Failed { message: String },
 }
 
 /// Why a generation ended, as OpenAI names it.

@@ -43,6 +43,7 @@
 mod assembler;
 mod cancel;
 mod codec;
+mod continuous;
 mod error;
 mod events;
 mod generator;
@@ -54,6 +55,7 @@ mod stop;
 
 pub use cancel::CancelToken;
 pub use codec::TextCodec;
+pub use continuous::{Batcher, BatcherStats, EventSink};
 pub use error::GenerateError;
 pub use events::{
     Alternative, Channel, Event, Finish, FinishReason, StopCause, TokenLogprob, Usage,

@@ -262,3 +262,80 @@ fn one_generator_serves_threads_and_batches_with_the_same_answers() {
         assert_eq!(f.seed, prepared[i].settings.sampling.seed);
     }
 }
+
+#[test]
+fn continuous_batching_gives_each_request_its_own_greedy_answer() {
+    use nano_infer_generate::Batcher;
+    use std::sync::{Arc, Mutex};
+    let g = generator("bf16");
+    let r = reference("bf16");
+    let n = r["prompts"].as_array().unwrap().len();
+    let prepared: Vec<Prepared> = (0..n)
+        .map(|i| {
+            let prompt = ids(&r["prompts"][i]["input_ids"]);
+            g.prepare(&greedy(Prompt::Ids(prompt), 32)).unwrap()
+        })
+        .collect();
+    let events: Vec<Arc<Mutex<Vec<Event>>>> = (0..n).map(|_| Arc::default()).collect();
+    let options = EngineOptions {
+        max_batch: 3,
+        ..EngineOptions::default()
+    };
+    // 16-token chunks: the long prompts are fed over several steps, beside running decodes.
+    let mut batcher = Batcher::new(&g, &options, 16).unwrap();
+    let cancel_last = CancelToken::new();
+    let mut submitted = 0;
+    let mut steps = 0;
+    while submitted < n || batcher.has_work() {
+        // Requests join while others run: one every other step.
+        if submitted < n && steps % 2 == 0 {
+            let sink = Arc::clone(&events[submitted]);
+            let cancel = if submitted == n - 1 {
+                cancel_last.clone()
+            } else {
+                CancelToken::new()
+            };
+            batcher.submit(
+                prepared[submitted].clone(),
+                cancel,
+                Box::new(move |e| sink.lock().unwrap().push(e)),
+            );
+            submitted += 1;
+        }
+        if steps == 40 {
+            cancel_last.cancel();
+        }
+        batcher.step().unwrap();
+        steps += 1;
+        assert!(steps < 10_000, "the batch ends");
+    }
+    for i in 0..n {
+        let events = events[i].lock().unwrap();
+        let Some(Event::Finished(f)) = events.last() else {
+            panic!("request {i} ended with {:?}", events.last())
+        };
+        if i == n - 1 {
+            assert_eq!(f.reason().as_str(), "cancelled", "the cancelled request");
+            let want = ids(&r["prompts"][i]["greedy_ids"]);
+            assert!(
+                want.starts_with(&f.ids),
+                "what it generated before the cancel is right"
+            );
+            continue;
+        }
+        assert_eq!(f.ids, ids(&r["prompts"][i]["greedy_ids"]), "request {i}");
+        let streamed: Vec<u32> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Token { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(streamed, f.ids, "request {i}: streamed tokens");
+        assert_eq!(f.usage.prompt_tokens, prepared[i].ids.len());
+    }
+    // Every sequence released its blocks: what is left is the prefix cache's.
+    let stats = batcher.stats();
+    assert_eq!((stats.running, stats.waiting), (0, 0));
+    assert!(stats.blocks_used <= stats.blocks_total);
+}

@@ -466,8 +466,9 @@ impl<'m> BatchEngine<'m> {
         self.step_seqs.extend(steps.iter().map(|&(seq, _)| seq));
         self.step_ids.clear();
         self.step_ids.extend(steps.iter().map(|&(_, id)| id));
+        // `step` also leaves a prefill chunk's length here: start from all ones.
+        self.step_lens.clear();
         self.step_lens.resize(steps.len(), 1);
-        self.step_lens.truncate(steps.len());
         let mut store = PagedSeqs {
             cache: &mut self.cache,
             seqs: &self.step_seqs,
@@ -486,6 +487,88 @@ impl<'m> BatchEngine<'m> {
             }
         }
         Ok(&self.logits)
+    }
+
+    /// One continuous-batching step: a decode token for each sequence of `decodes` and, in the
+    /// same forward pass, up to `max_tokens` not-yet-prefilled prompt tokens of `prefill`'s
+    /// sequence (vLLM's chunked prefill: the weights are read once for both, so a long prompt
+    /// arriving slows the running streams by its chunk's compute, not by a whole prefill).
+    /// Returns logits `(decodes.len() + 1, vocab)` with a prefill, else `(decodes.len(), vocab)`:
+    /// row `i` for `decodes[i]`, the last row the prefill chunk's last position (the prompt's
+    /// next-token logits once [`BatchEngine::pending_prompt`] is 0). A prompt that completes is
+    /// added to the prefix cache. On error no sequence changes.
+    pub fn step(
+        &mut self,
+        decodes: &[(SeqId, u32)],
+        prefill: Option<(SeqId, usize)>,
+    ) -> Result<&[f32], ModelError> {
+        let Some((pseq, max_tokens)) = prefill else {
+            return self.decode(decodes);
+        };
+        let pos = self.cache.len(pseq)?;
+        let pending = self.seq(pseq)?.tokens.len() - pos;
+        let n = pending.min(max_tokens);
+        if n == 0 {
+            return Err(ModelError::EmptyInput);
+        }
+        let mut new_blocks = self.blocks_needed(pseq, n)?;
+        for (i, &(seq, _)) in decodes.iter().enumerate() {
+            if seq == pseq || decodes[..i].iter().any(|&(s, _)| s == seq) {
+                return Err(ModelError::DuplicateSequence(seq.0));
+            }
+            if self.seq(seq)?.tokens.len() != self.cache.len(seq)? {
+                return Err(ModelError::NotPrefilled(seq.0));
+            }
+            new_blocks += self.blocks_needed(seq, 1)?;
+        }
+        self.ensure_blocks(new_blocks)?;
+        self.step_seqs.clear();
+        self.step_seqs.extend(decodes.iter().map(|&(seq, _)| seq));
+        self.step_seqs.push(pseq);
+        self.step_ids.clear();
+        self.step_ids.extend(decodes.iter().map(|&(_, id)| id));
+        self.step_ids
+            .extend_from_slice(&self.seqs[&pseq].tokens[pos..pos + n]);
+        self.step_lens.clear();
+        self.step_lens.resize(decodes.len(), 1);
+        self.step_lens.push(n);
+        let mut store = PagedSeqs {
+            cache: &mut self.cache,
+            seqs: &self.step_seqs,
+        };
+        self.model.forward_segments(
+            &self.step_ids,
+            &self.step_lens,
+            Logits::Last,
+            &mut store,
+            &mut self.state,
+            &mut self.logits,
+        )?;
+        for &(seq, id) in decodes {
+            if let Some(s) = self.seqs.get_mut(&seq) {
+                s.tokens.push(id);
+            }
+        }
+        if n == pending && self.options.prefix_cache {
+            self.cache_sequence(pseq)?;
+        }
+        Ok(&self.logits)
+    }
+
+    /// Prompt tokens of `seq` not yet in the cache (0 once it is prefilled).
+    pub fn pending_prompt(&self, seq: SeqId) -> Result<usize, ModelError> {
+        Ok(self.seq(seq)?.tokens.len() - self.cache.len(seq)?)
+    }
+
+    /// Whether `n` blocks can be free, evicting least recently used cached prefixes that no
+    /// sequence uses if needed (a scheduler's admission check).
+    pub fn reserve_blocks(&mut self, n: usize) -> Result<bool, ModelError> {
+        self.make_room(n)
+    }
+
+    /// Blocks `seq` holds now (0 for an unknown sequence).
+    pub fn blocks_held(&self, seq: SeqId) -> usize {
+        self.held_blocks(seq)
     }
 
     /// Ends `seq`: caches its whole blocks (prompt and generated tokens, for a follow-up that

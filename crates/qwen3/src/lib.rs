@@ -37,7 +37,7 @@ pub use generation::{
     generate, GenerateOptions, GenerateStep, Generation, GenerationDefaults, StopReason,
 };
 pub use model::{LoadOptions, LoadProgress, Logits, Model};
-pub use nano_infer_kvcache::{KvDtype, SeqId};
+pub use nano_infer_kvcache::{KvDtype, KvError, SeqId};
 pub use nano_infer_quant::AwqActivations;
 pub use nano_infer_simd::{CpuFeatures, Isa};
 pub use prompt_cache::{model_fingerprint, PromptCacheError};
