@@ -18,9 +18,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["simd", "tensor", "team", "quant", "kvcache", "offload"],
     ),
     ("generate", &["qwen3", "tokenizer"]),
+    ("server", &["generate", "qwen3"]),
     (
         "cli",
         &[
+            "server",
             "generate",
             "qwen3",
             "tokenizer",

@@ -48,6 +48,66 @@ pub enum Command {
     /// Run many requests from a JSON-lines file together, sharing cached prompt prefixes;
     /// one JSON line out per request.
     Batch(BatchArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions,
+    /// /v1/completions, /v1/models, /health, /metrics, /tokenize, /detokenize), many clients at
+    /// once with continuous batching.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Address to listen on (0.0.0.0 to serve other machines)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on
+    #[arg(long, value_name = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Require `Authorization: Bearer KEY` on every endpoint but /health
+    #[arg(
+        long = "api-key",
+        value_name = "KEY",
+        env = "QWEN3_INFER_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+    /// Requests decoded together; more wait in a queue (--queue)
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 8,
+        allow_negative_numbers = true
+    )]
+    pub parallel: i64,
+    /// Requests that may wait for a slot; past it the server answers 503 with Retry-After
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub queue: usize,
+    /// Context size in tokens per request [default: the model's max_position_embeddings]
+    #[arg(
+        short = 'c',
+        long = "ctx-size",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
+    pub ctx_size: Option<i64>,
+    /// Memory for the paged KV pool (running requests and cached prefixes)
+    #[arg(long = "kv-budget", value_name = "SIZE", default_value = "2GiB")]
+    pub kv_budget: String,
+    /// Prompt tokens fed per step beside the running streams (smaller: steadier streams while a
+    /// long prompt arrives; larger: faster prefill)
+    #[arg(
+        long = "prefill-chunk",
+        value_name = "N",
+        default_value_t = 64,
+        allow_negative_numbers = true
+    )]
+    pub prefill_chunk: i64,
+    /// The model's name in /v1/models and answers [default: the model folder's name]
+    #[arg(long, value_name = "NAME")]
+    pub alias: Option<String>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Debug, Args)]
@@ -483,6 +543,7 @@ impl GenerateArgs {
             logprobs: self.logprobs,
             top_logprobs: self.top_logprobs,
             ignore_eos: self.ignore_eos,
+            no_reasoning_split: false,
         }
     }
 

@@ -37,11 +37,10 @@ pub fn init_threads(engine: &EngineArgs) -> Result<usize> {
     Ok(n)
 }
 
-/// Loads the model in `dir` with the engine options, and its tokenizer, template and defaults.
-pub fn load(dir: &Path, engine: &EngineArgs, ctx_size: Option<usize>) -> Result<Loaded> {
-    let threads = init_threads(engine)?;
+/// The library's load options from the engine flags.
+pub fn load_options(engine: &EngineArgs, ctx_size: Option<usize>) -> Result<LoadOptions> {
     let max_memory = engine.max_memory()?;
-    let options = LoadOptions {
+    Ok(LoadOptions {
         isa: engine.isa()?,
         kv_dtype: engine.kv_dtype()?,
         ctx_size: ctx_size.or(max_memory.map(|_| OFFLOAD_DEFAULT_CTX)),
@@ -49,7 +48,14 @@ pub fn load(dir: &Path, engine: &EngineArgs, ctx_size: Option<usize>) -> Result<
         awq_activations: engine.awq_activations(),
         max_memory,
         check_tensors: engine.check_tensors,
-    };
+    })
+}
+
+/// Loads the model in `dir` with the engine options, and its tokenizer, template and defaults.
+pub fn load(dir: &Path, engine: &EngineArgs, ctx_size: Option<usize>) -> Result<Loaded> {
+    let threads = init_threads(engine)?;
+    let options = load_options(engine, ctx_size)?;
+    let max_memory = options.max_memory;
     let start = Instant::now();
     let mut bar = Bar::new("loading", "layers");
     let generator = Generator::load(dir, &options, &mut |p: LoadProgress| {

@@ -3,7 +3,7 @@
 //!
 //! Code map: `args` (clap definitions, range checks), `hub` (a path or a Hugging Face repo id to
 //! a model directory), `load` (thread pool, model, tokenizer, template), `run` (one-shot
-//! generation and `--json`), `chat` (`-i`), `perplexity`, `tokenize` and `batch` (subcommands), `output`
+//! generation and `--json`), `chat` (`-i`), `perplexity`, `tokenize`, `batch` and `serve` (subcommands), `output`
 //! (streaming text, thinking style), `stats` (`-v` numbers), `interrupt` (Ctrl-C), `error` (the
 //! one-line `error: ...` contract).
 //!
@@ -39,6 +39,7 @@ mod load;
 mod output;
 mod perplexity;
 mod run;
+mod serve;
 mod stats;
 mod tokenize;
 
@@ -56,6 +57,7 @@ fn main() -> ExitCode {
         Some(Command::Perplexity(args)) => perplexity::run(args),
         Some(Command::Tokenize(args)) => tokenize::run(args),
         Some(Command::Batch(args)) => batch::run(args),
+        Some(Command::Serve(args)) => serve::run(args),
     };
     result.unwrap_or_else(|e| error::report(&e))
 }

@@ -42,7 +42,9 @@ impl<'t> Assembler<'t> {
         stop_ids: &[u32],
         prompt: &[u32],
     ) -> Self {
-        let think = codec.and_then(TextCodec::think_ids);
+        let think = codec
+            .and_then(TextCodec::think_ids)
+            .filter(|_| settings.split_reasoning);
         let open_in_prompt = think.is_some_and(|(open, close)| {
             let last = |tag: u32| prompt.iter().rposition(|&id| id == tag);
             match (last(open), last(close)) {

@@ -80,6 +80,102 @@ pub fn parse_chat_completion(body: &Value) -> Result<(Request, ChatOptions), Gen
     Ok((Request { prompt, params }, options))
 }
 
+/// Parses a `POST /v1/completions` body (OpenAI's legacy text completions): `prompt` is one
+/// string (raw text, no template) or one list of token ids; `logprobs` is the number of
+/// alternatives per token (0..=20). The text comes back raw: `<think>` is not split out.
+pub fn parse_completion(body: &Value) -> Result<(Request, ChatOptions), GenerateError> {
+    let f = Fields::of(body, "body")?;
+    let prompt = match f.get("prompt") {
+        Some(Value::String(text)) => Prompt::Text(text.clone()),
+        Some(Value::Array(list)) if list.len() == 1 && list[0].is_string() => {
+            Prompt::Text(list[0].as_str().unwrap_or_default().to_string())
+        }
+        Some(Value::Array(list)) if list.iter().all(Value::is_u64) => Prompt::Ids(
+            list.iter()
+                .map(|v| {
+                    v.as_u64()
+                        .and_then(|id| u32::try_from(id).ok())
+                        .unwrap_or(u32::MAX)
+                })
+                .collect(),
+        ),
+        Some(_) => {
+            return Err(GenerateError::field(
+                "prompt",
+                "must be a string or a list of token ids (one prompt per request)",
+            ))
+        }
+        None => return Err(GenerateError::field("prompt", "is required")),
+    };
+    if let Some(n) = f.i64("n")? {
+        if n != 1 {
+            return Err(GenerateError::field(
+                "n",
+                format!("only 1 choice per request is supported (got {n})"),
+            ));
+        }
+    }
+    let mut params = openai_params(&f)?;
+    // Legacy `logprobs` is a count, not a switch.
+    params.logprobs = false;
+    params.top_logprobs = None;
+    if let Some(n) = f.i64("logprobs")? {
+        params.logprobs = true;
+        params.top_logprobs = Some(n);
+    }
+    params.no_reasoning_split = true;
+    let options = ChatOptions {
+        stream: f.bool("stream")?.unwrap_or(false),
+        include_usage: match f.get("stream_options") {
+            Some(o) => Fields::of(o, "stream_options")?
+                .bool_named("include_usage", "stream_options.include_usage")?
+                .unwrap_or(false),
+            None => false,
+        },
+        model: f.string("model")?,
+        user: f.string("user")?,
+    };
+    Ok((Request { prompt, params }, options))
+}
+
+/// OpenAI's legacy `logprobs` object of a completion choice: `tokens`, `token_logprobs`,
+/// `top_logprobs` (token → logprob maps) and `text_offset`.
+pub fn legacy_logprobs_json(finish: &Finish) -> Option<Value> {
+    let list = finish.logprobs.as_ref()?;
+    let mut offset = 0;
+    let mut offsets = Vec::new();
+    for lp in list {
+        offsets.push(offset);
+        offset += lp.chosen.token.len();
+    }
+    Some(json!({
+        "tokens": list.iter().map(|lp| lp.chosen.token.clone()).collect::<Vec<_>>(),
+        "token_logprobs": list.iter().map(|lp| lp.chosen.logprob).collect::<Vec<_>>(),
+        "top_logprobs": list.iter().map(|lp| {
+            lp.top.iter().map(|a| (a.token.clone(), json!(a.logprob))).collect::<Map<String, Value>>()
+        }).collect::<Vec<_>>(),
+        "text_offset": offsets,
+    }))
+}
+
+/// OpenAI's `text_completion` object for a finished request.
+pub fn completion_json(finish: &Finish, id: &str, model: &str, created: u64) -> Value {
+    json!({
+        "id": id,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "text": finish.content,
+            "logprobs": legacy_logprobs_json(finish),
+            "finish_reason": finish.reason().as_str(),
+        }],
+        "usage": finish.usage.to_json(),
+        "seed": finish.seed,
+    })
+}
+
 /// The sampling fields OpenAI bodies share (with llama-server's and vLLM's extensions).
 fn openai_params(f: &Fields<'_>) -> Result<Params, GenerateError> {
     Ok(Params {
@@ -96,6 +192,7 @@ fn openai_params(f: &Fields<'_>) -> Result<Params, GenerateError> {
         logprobs: f.bool("logprobs")?.unwrap_or(false),
         top_logprobs: f.i64("top_logprobs")?,
         ignore_eos: f.bool("ignore_eos")?.unwrap_or(false),
+        no_reasoning_split: false,
     })
 }
 

@@ -95,6 +95,9 @@ pub struct Params {
     pub top_logprobs: Option<i64>,
     /// Keep generating past the model's end-of-sequence tokens.
     pub ignore_eos: bool,
+    /// Leave `<think>…</think>` in the content as text instead of splitting it out as
+    /// reasoning (OpenAI's legacy completions endpoint returns the raw text).
+    pub no_reasoning_split: bool,
 }
 
 /// [`Params`] laid over the defaults and checked: what a generation runs with.
@@ -107,6 +110,8 @@ pub struct Settings {
     /// `Some(n)`: report log-probabilities with `n` alternatives per token.
     pub logprobs: Option<usize>,
     pub ignore_eos: bool,
+    /// Split `<think>…</think>` out as reasoning (the default).
+    pub split_reasoning: bool,
 }
 
 impl Params {
@@ -227,6 +232,7 @@ impl Params {
             stop: self.stop.clone(),
             logprobs,
             ignore_eos: self.ignore_eos,
+            split_reasoning: !self.no_reasoning_split,
         })
     }
 }
