@@ -57,7 +57,7 @@ pub fn parse_chat_completion(body: &Value) -> Result<(Request, ChatOptions), Gen
             .bool_named("enable_thinking", "chat_template_kwargs.enable_thinking")?,
         None => None,
     };
-    let mut params = openai_params(&f)?;
+    let mut params = openai_params(&f, false)?;
     params.max_tokens = match f.i64("max_completion_tokens")? {
         Some(n) => Some(n),
         None => params.max_tokens,
@@ -115,10 +115,8 @@ pub fn parse_completion(body: &Value) -> Result<(Request, ChatOptions), Generate
             ));
         }
     }
-    let mut params = openai_params(&f)?;
+    let mut params = openai_params(&f, true)?;
     // Legacy `logprobs` is a count, not a switch.
-    params.logprobs = false;
-    params.top_logprobs = None;
     if let Some(n) = f.i64("logprobs")? {
         params.logprobs = true;
         params.top_logprobs = Some(n);
@@ -177,7 +175,8 @@ pub fn completion_json(finish: &Finish, id: &str, model: &str, created: u64) -> 
 }
 
 /// The sampling fields OpenAI bodies share (with llama-server's and vLLM's extensions).
-fn openai_params(f: &Fields<'_>) -> Result<Params, GenerateError> {
+/// `legacy`: the completions endpoint, whose `logprobs` is a count (read by the caller).
+fn openai_params(f: &Fields<'_>, legacy: bool) -> Result<Params, GenerateError> {
     Ok(Params {
         max_tokens: f.i64("max_tokens")?,
         temperature: f.f64("temperature")?,
@@ -189,8 +188,8 @@ fn openai_params(f: &Fields<'_>) -> Result<Params, GenerateError> {
         frequency_penalty: f.f64("frequency_penalty")?,
         seed: f.u64("seed")?,
         stop: f.strings("stop")?,
-        logprobs: f.bool("logprobs")?.unwrap_or(false),
-        top_logprobs: f.i64("top_logprobs")?,
+        logprobs: !legacy && f.bool("logprobs")?.unwrap_or(false),
+        top_logprobs: if legacy { None } else { f.i64("top_logprobs")? },
         ignore_eos: f.bool("ignore_eos")?.unwrap_or(false),
         no_reasoning_split: false,
     })
@@ -284,7 +283,7 @@ pub fn parse_batch_line(line: &Value) -> Result<Request, GenerateError> {
             enable_thinking: think,
         }
     };
-    let mut params = openai_params(&f)?;
+    let mut params = openai_params(&f, false)?;
     if let Some(v) = f.f64("repeat_penalty")? {
         params.repetition_penalty = Some(v);
     }
