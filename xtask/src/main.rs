@@ -9,6 +9,7 @@
 
 mod bench;
 mod cross;
+mod e2e;
 mod offload_io;
 mod synth;
 
@@ -41,6 +42,8 @@ enum Command {
     Cross(cross::CrossArgs),
     /// Time streaming one Qwen3-4B-sized layer in from a file: pread vs mmap, warm and cold.
     BenchOffloadIo(offload_io::IoArgs),
+    /// The server with real clients: the pinned openai Python client, nginx and two replicas.
+    E2e(e2e::E2eArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::BenchOne(args) => bench::run_one(&args),
         Command::Cross(args) => cross::run(&args),
         Command::BenchOffloadIo(args) => offload_io::run(&args),
+        Command::E2e(args) => e2e::run(&args),
     };
     // Print the cause chain on one line, without the backtrace anyhow's `Termination`
     // adds when RUST_BACKTRACE is set: these are user errors (paths, arguments).

@@ -752,6 +752,14 @@ fn bad_input_gives_one_line_and_a_failure_status() {
             &["batch", "-m", bf16, "-f", "-", "--max-batch", "0"],
             "--max-batch must be at least 1",
         ),
+        (
+            &["serve", "-m", bf16, "--parallel", "0"],
+            "--parallel must be at least 1",
+        ),
+        (
+            &["serve", "-m", bf16, "--host", "256.1.1.1"],
+            "cannot listen on 256.1.1.1:8080",
+        ),
         // Command-line mistakes clap catches, with clap's details on the one line.
         (&["--bogus"], "unexpected argument '--bogus'"),
         (
