@@ -20,6 +20,7 @@
 //! let logits = session.prefill(&[9707, 11, 1879]).unwrap();
 //! println!("{} logits", logits.len());
 //! ```
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub use nano_infer_generate as generate;

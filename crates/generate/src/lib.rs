@@ -38,6 +38,7 @@
 //! # Ok(())
 //! # }
 //! ```
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod assembler;

@@ -38,6 +38,7 @@
 //! Architecture invariant: this crate depends on nothing else in the workspace and has no
 //! `unsafe`.
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod contiguous;

@@ -30,6 +30,7 @@
 //! moves like any checkpoint tensor. Its cost: the budget bounds this process's resident set,
 //! while the kernel's page cache may keep dropped pages around as reclaimable cache (which is
 //! what makes a re-read cheap when memory is free, and is given back first when it is not).
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod budget;
@@ -43,14 +44,19 @@ pub use streamer::Streamer;
 /// Errors of planning residency.
 #[derive(Debug, thiserror::Error)]
 pub enum OffloadError {
+    /// A memory size does not parse (the text is given).
     #[error(
         "invalid memory size `{0}` (expected a number with an optional unit: 512M, 3GiB, 2.5G)"
     )]
     BadSize(String),
+    /// The budget cannot hold what must stay resident.
     #[error("a memory budget of {budget} cannot hold the parts that must stay resident: {needed} ({detail})")]
     BudgetTooSmall {
+        /// The budget, formatted.
         budget: String,
+        /// The bytes that must stay resident, formatted.
         needed: String,
+        /// What those are (embeddings, norms, lm_head, ...).
         detail: String,
     },
 }

@@ -15,6 +15,7 @@
 //!
 //! [`QuantScheme::from_config`] reads the config once per model; [`Linear::load`] then checks the
 //! tensors each layer actually stores against it.
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 // `u64::is_multiple_of` is stable only since 1.87; the workspace MSRV is 1.85.
 

@@ -13,6 +13,7 @@
 //! The forward pass follows transformers' `modeling_qwen3.py` step for step, in f32 from the
 //! stored weights; every matmul goes through `nano_infer_quant::Linear`, one kernel per weight
 //! format.
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod attention;

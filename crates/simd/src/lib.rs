@@ -14,11 +14,12 @@
 //! contiguous piece of the output.
 //!
 //! Structure (memchr/pulp style): each vector level has a zero-sized *token* type
-//! ([`x86::Avx2Fma`], [`x86::Avx512`], [`aarch64::Neon`]) that only a `try_new()` which checks the
+//! ([`x86::Avx2Fma`], [`x86::Avx512`], `aarch64::Neon`) that only a `try_new()` which checks the
 //! CPU can build. Each kernel has one safe entry per level that takes the token as proof and calls
 //! a `#[target_feature]` implementation; [`Kernels`] holds the token of its level and dispatches
 //! with one `match` per call (calls are per matmul or per row, never per element). The ISA is in
 //! the module path: `x86::avx2::gemm_bf16`, `aarch64::neon::dot_f32`.
+#![warn(missing_docs)]
 
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;

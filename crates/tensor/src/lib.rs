@@ -15,6 +15,7 @@
 //!
 //! This crate and `simd` are the only ones allowed `unsafe`: here for `mmap` (and the paging
 //! hints that go with it) alone.
+#![warn(missing_docs)]
 
 mod dtype;
 mod error;

@@ -31,6 +31,7 @@
 //! ```
 //!
 //! Architecture Invariant: this crate depends on nothing else in the workspace.
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod bytes;
