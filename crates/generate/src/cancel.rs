@@ -20,6 +20,7 @@ impl CancelToken {
         self.0.store(true, Ordering::SeqCst);
     }
 
+    /// Whether [`CancelToken::cancel`] was called (since the last reset).
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }

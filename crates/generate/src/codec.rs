@@ -66,6 +66,7 @@ impl TextCodec {
         }
     }
 
+    /// The tokenizer of `tokenizer.json`.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }

@@ -31,11 +31,13 @@ pub struct BatcherStats {
     pub waiting: usize,
     /// Requests running (prefilling or decoding).
     pub running: usize,
-    /// KV pool blocks in use (running sequences and cached prefixes), and in all.
+    /// KV pool blocks in use (running sequences and cached prefixes).
     pub blocks_used: usize,
+    /// KV pool blocks in all.
     pub blocks_total: usize,
-    /// Prompt tokens of every request started, and of them tokens served by the prefix cache.
+    /// Prompt tokens of every request started.
     pub prompt_tokens: u64,
+    /// Of those, tokens served by the prefix cache.
     pub cached_tokens: u64,
 }
 
@@ -110,6 +112,7 @@ impl<'g> Batcher<'g> {
         !self.waiting.is_empty() || !self.running.is_empty()
     }
 
+    /// Occupancy now, and the prefix cache's counts so far.
     pub fn stats(&self) -> BatcherStats {
         let s = self.engine.stats();
         BatcherStats {

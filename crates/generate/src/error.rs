@@ -9,39 +9,67 @@ use std::path::PathBuf;
 /// `param`.
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
+    /// Loading or running the model failed.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// Loading the tokenizer or template, encoding, decoding or rendering failed.
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
     /// A request field with a value out of range or of the wrong type.
     #[error("invalid `{field}`: {reason}")]
-    InvalidField { field: String, reason: String },
+    InvalidField {
+        /// The field's OpenAI name (`temperature`, `messages[1].role`).
+        field: String,
+        /// What is wrong, in words.
+        reason: String,
+    },
     /// A text prompt for a model folder without `tokenizer.json`.
     #[error("{dir} has no tokenizer.json: a text prompt needs the tokenizer files (give token ids instead)")]
-    NoTokenizer { dir: PathBuf },
+    NoTokenizer {
+        /// The model directory.
+        dir: PathBuf,
+    },
     /// Chat messages for a model without a usable chat template.
     #[error("{dir}: the model has no usable chat template ({reason})")]
-    NoChatTemplate { dir: PathBuf, reason: String },
+    NoChatTemplate {
+        /// The model directory.
+        dir: PathBuf,
+        /// What is wrong, in words.
+        reason: String,
+    },
     /// A [`crate::CancelToken`] stopped work that has no partial result (perplexity).
     #[error("cancelled")]
     Cancelled,
+    /// The prompt has no tokens.
     #[error("the prompt is empty: at least one token is needed")]
     EmptyPrompt,
+    /// A prompt token id is not in the vocabulary.
     #[error("token id {id} is outside the vocabulary (ids go from 0 to {})", vocab_size - 1)]
-    TokenOutOfVocab { id: u32, vocab_size: usize },
+    TokenOutOfVocab {
+        /// The token id.
+        id: u32,
+        /// The model's vocabulary size.
+        vocab_size: usize,
+    },
     /// The prompt does not fit the context (`max` is the model's own limit).
     #[error("the prompt is {tokens} tokens, longer than the context ({ctx} tokens; this model allows up to {max})")]
     PromptTooLong {
+        /// The prompt's length in tokens.
         tokens: usize,
+        /// The context size in tokens.
         ctx: usize,
+        /// The model's `max_position_embeddings`.
         max: usize,
     },
     /// A prompt text so long that even at the vocabulary's longest token it needs more tokens
     /// than the context holds: refused before it is tokenized.
     #[error("the prompt is {bytes} bytes of text, at least {min_tokens} tokens, longer than the context ({ctx} tokens)")]
     PromptTextTooLong {
+        /// The prompt text's length in bytes.
         bytes: usize,
+        /// The fewest tokens it can encode to.
         min_tokens: usize,
+        /// The context size in tokens.
         ctx: usize,
     },
 }

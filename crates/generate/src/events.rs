@@ -16,6 +16,7 @@ pub enum Channel {
 /// One alternative in a token's log-probability report.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Alternative {
+    /// The token id.
     pub id: u32,
     /// The token's text on its own (U+FFFD where it is part of a multi-byte character).
     pub token: String,
@@ -31,7 +32,9 @@ pub struct Alternative {
 /// they equal `perplexity`'s for the same text.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TokenLogprob {
+    /// The generated token.
     pub chosen: Alternative,
+    /// The most likely tokens at this step (empty unless asked for).
     pub top: Vec<Alternative>,
 }
 
@@ -39,20 +42,35 @@ pub struct TokenLogprob {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// A prefill chunk finished: `done` of `total` new prompt tokens are in the cache.
-    Prefill { done: usize, total: usize },
+    Prefill {
+        /// New prompt tokens in the cache so far.
+        done: usize,
+        /// New prompt tokens in all.
+        total: usize,
+    },
     /// A token was generated; `logprob` when the request asked for it. Comes before the text
     /// the token completes.
     Token {
+        /// The token id.
         id: u32,
+        /// Its log-probability and alternatives, when asked.
         logprob: Option<TokenLogprob>,
     },
     /// Text that is final: whole UTF-8 characters, never part of a stop string.
-    Text { channel: Channel, text: String },
+    Text {
+        /// Reasoning or content.
+        channel: Channel,
+        /// The text.
+        text: String,
+    },
     /// The last event.
     Finished(Finish),
     /// The request could not run (a [`crate::Batcher`] reports it so, to the request's own
     /// sink, instead of failing its neighbours); no `Finished` follows.
-    Failed { message: String },
+    Failed {
+        /// Why, in one line.
+        message: String,
+    },
 }
 
 /// Why a generation ended, as OpenAI names it.
@@ -67,6 +85,7 @@ pub enum FinishReason {
 }
 
 impl FinishReason {
+    /// OpenAI's name (`stop`, `length`; `cancelled` is ours).
     pub fn as_str(self) -> &'static str {
         match self {
             FinishReason::Stop => "stop",
@@ -83,12 +102,16 @@ pub enum StopCause {
     Eos(u32),
     /// The answer reached this stop string (left out of the text).
     StopString(String),
+    /// `max_tokens` were generated.
     MaxTokens,
+    /// The context is full.
     ContextFull,
+    /// A [`CancelToken`](crate::CancelToken) or the caller stopped it.
     Cancelled,
 }
 
 impl StopCause {
+    /// The OpenAI finish reason this cause maps to.
     pub fn reason(&self) -> FinishReason {
         match self {
             StopCause::Eos(_) | StopCause::StopString(_) => FinishReason::Stop,
@@ -128,7 +151,9 @@ impl Usage {
 /// The outcome of one request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Finish {
+    /// Why it ended.
     pub cause: StopCause,
+    /// Token counts.
     pub usage: Usage,
     /// The sampler's seed (given or drawn): the same request with this seed gives the same ids.
     pub seed: u64,
@@ -140,11 +165,14 @@ pub struct Finish {
     pub reasoning: Option<String>,
     /// One entry per generated token, when the request asked for log-probabilities.
     pub logprobs: Option<Vec<TokenLogprob>>,
+    /// Wall time of the prefill.
     pub prefill_time: Duration,
+    /// Wall time of the decode steps.
     pub decode_time: Duration,
 }
 
 impl Finish {
+    /// Why it ended, as OpenAI names it.
     pub fn reason(&self) -> FinishReason {
         self.cause.reason()
     }

@@ -32,7 +32,9 @@ pub struct Generator {
 /// A request made ready to run: its prompt ids and checked settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Prepared {
+    /// The prompt's token ids, checked against the vocabulary and the context.
     pub ids: Vec<u32>,
+    /// The request's settings over the model's defaults, seed drawn.
     pub settings: Settings,
     /// The text the ids were encoded from (the rendered conversation), when there was one.
     pub text: Option<String>,
@@ -78,6 +80,7 @@ impl Generator {
         }
     }
 
+    /// The shared model.
     pub fn model(&self) -> &Arc<Model> {
         &self.model
     }
@@ -96,6 +99,7 @@ impl Generator {
             })
     }
 
+    /// What `generation_config.json` says (sampling, stop ids, length).
     pub fn defaults(&self) -> &GenerationDefaults {
         &self.defaults
     }

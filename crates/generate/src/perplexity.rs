@@ -19,18 +19,22 @@ pub const BATCH: usize = 512;
 pub struct Perplexity {
     /// One per predicted token (`ids.len() - 1`).
     pub logprobs: Vec<f64>,
+    /// Mean negative log-likelihood per predicted token (nats).
     pub mean_nll: f64,
+    /// `exp(mean_nll)`.
     pub perplexity: f64,
     /// The window length used (`ctx`, capped at the model's context).
     pub ctx: usize,
+    /// Windows scored.
     pub windows: usize,
 }
 
 /// Progress after each window, with the running value as llama-perplexity prints it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct WindowDone {
-    /// Windows done, and in all.
+    /// Windows done.
     pub done: usize,
+    /// Windows in all.
     pub total: usize,
     /// Perplexity over every token scored so far.
     pub perplexity: f64,

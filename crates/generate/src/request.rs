@@ -20,7 +20,9 @@ pub enum Prompt {
     /// A conversation, rendered by the model's own chat template with the assistant's turn
     /// opened. `enable_thinking`: Qwen3's switch (`None`: the template's default).
     Chat {
+        /// The conversation so far, oldest first.
         messages: Vec<ChatMessage>,
+        /// Passed to the template as `enable_thinking` when set.
         enable_thinking: Option<bool>,
     },
     /// Plain text, tokenized as it is (no template).
@@ -51,11 +53,14 @@ impl Prompt {
 /// One generation request: the prompt and the settings that differ from the model's defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Request {
+    /// What to continue.
     pub prompt: Prompt,
+    /// Settings laid over `generation_config.json`; `Default` changes nothing.
     pub params: Params,
 }
 
 impl Request {
+    /// A request with the model's default settings.
     pub fn new(prompt: Prompt) -> Self {
         Self {
             prompt,
@@ -105,10 +110,13 @@ pub struct Params {
 pub struct Settings {
     /// Sampling, with the seed always set (given or drawn).
     pub sampling: SamplingParams,
+    /// The most tokens to generate.
     pub max_tokens: usize,
+    /// Stop strings: the text ends before the first that appears.
     pub stop: Vec<String>,
     /// `Some(n)`: report log-probabilities with `n` alternatives per token.
     pub logprobs: Option<usize>,
+    /// Keep generating past end-of-sequence ids.
     pub ignore_eos: bool,
     /// Split `<think>…</think>` out as reasoning (the default).
     pub split_reasoning: bool,

@@ -21,10 +21,16 @@ pub enum StopScan {
     /// Text that is certainly not part of a stop string (may be empty).
     Emit(String),
     /// A stop string matched: `before` is the text before it, and generation should end.
-    Stopped { before: String, stop: String },
+    Stopped {
+        /// The text before the stop string (not yet emitted).
+        before: String,
+        /// The stop string that matched.
+        stop: String,
+    },
 }
 
 impl StopMatcher {
+    /// A matcher for `stops` (empty strings are ignored).
     pub fn new(stops: &[String]) -> Self {
         Self {
             stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),

@@ -145,6 +145,7 @@ impl ResidencyPlan {
         self.resident_weight_bytes() + self.window + self.inputs.kv_cache + self.inputs.activations
     }
 
+    /// The sizes the plan was made from.
     pub fn inputs(&self) -> &PlanInputs {
         &self.inputs
     }

@@ -425,14 +425,17 @@ impl AwqWeight {
         .collect()
     }
 
+    /// Output features (rows of the `(rows, k)` weight).
     pub fn rows(&self) -> usize {
         self.rows
     }
 
+    /// Input features.
     pub fn k(&self) -> usize {
         self.k
     }
 
+    /// Input features per scale and zero point.
     pub fn group_size(&self) -> usize {
         self.group
     }

@@ -25,14 +25,17 @@ impl DenseWeight {
         Ok(Self { tensor, rows, k })
     }
 
+    /// Output features (rows of the `(rows, k)` weight).
     pub fn rows(&self) -> usize {
         self.rows
     }
 
+    /// Input features.
     pub fn k(&self) -> usize {
         self.k
     }
 
+    /// The weight tensor, as stored.
     pub fn tensor(&self) -> &Tensor {
         &self.tensor
     }

@@ -11,23 +11,41 @@ pub enum QuantError {
     /// A quantized layer lacks one of the tensors its format needs (a scale, the zero points).
     /// Such a layer is never run: its codes alone mean nothing.
     #[error("tensor `{tensor}` is missing: {reason}")]
-    MissingTensor { tensor: String, reason: String },
+    MissingTensor {
+        /// The tensor's name.
+        tensor: String,
+        /// What is wrong, in words.
+        reason: String,
+    },
     /// `quantization_config` asks for something this engine does not implement or is malformed.
     #[error("quantization_config.{field}: {reason}")]
-    Config { field: String, reason: String },
+    Config {
+        /// The `quantization_config` field at fault.
+        field: String,
+        /// What is wrong, in words.
+        reason: String,
+    },
     /// The quantization group does not divide the layer's input features.
     #[error(
         "tensor `{tensor}`: group size {group_size} does not divide in_features {in_features}"
     )]
     GroupSize {
+        /// The tensor's name.
         tensor: String,
+        /// The quantization group size.
         group_size: usize,
+        /// The layer's input features.
         in_features: usize,
     },
     /// Anything else that is wrong with a tensor (inconsistent shapes between the parts of one
     /// quantized layer, a layer stored in another format than the config says).
     #[error("tensor `{tensor}`: {reason}")]
-    Invalid { tensor: String, reason: String },
+    Invalid {
+        /// The tensor's name.
+        tensor: String,
+        /// What is wrong, in words.
+        reason: String,
+    },
 }
 
 impl QuantError {

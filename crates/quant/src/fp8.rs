@@ -149,14 +149,17 @@ impl Fp8Weight {
         })
     }
 
+    /// Output features (rows of the `(rows, k)` weight).
     pub fn rows(&self) -> usize {
         self.rows
     }
 
+    /// Input features.
     pub fn k(&self) -> usize {
         self.k
     }
 
+    /// E4M3 or E5M2.
     pub fn format(&self) -> Fp8Format {
         self.format
     }

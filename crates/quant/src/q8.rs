@@ -57,10 +57,12 @@ impl Q8Weight {
         })
     }
 
+    /// Output features (rows of the `(rows, k)` weight).
     pub fn rows(&self) -> usize {
         self.rows
     }
 
+    /// Input features.
     pub fn k(&self) -> usize {
         self.k
     }

@@ -68,14 +68,18 @@ pub enum Fp8Strategy {
 /// One entry of compressed-tensors' `config_groups`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CompressedGroup {
+    /// The group's key in `config_groups` (`group_0`).
     pub name: String,
+    /// The modules it applies to.
     pub targets: Vec<ModulePattern>,
+    /// How its weight scales are laid out.
     pub strategy: Fp8Strategy,
 }
 
 /// `quant_method: compressed-tensors`, `format: float-quantized`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CompressedFp8Config {
+    /// The quantized groups, in config order.
     pub groups: Vec<CompressedGroup>,
     /// Modules kept dense.
     pub ignore: Vec<ModulePattern>,

@@ -179,6 +179,7 @@ pub struct CacheStats {
 pub struct SampledToken<'a> {
     /// Index of the request in the slice given to `run`.
     pub request: usize,
+    /// The token id.
     pub id: u32,
     /// The logits `(vocab)` the token was sampled from, before any sampling transform (for
     /// log-probabilities).
@@ -190,8 +191,11 @@ pub struct SampledToken<'a> {
 pub struct BatchRequest {
     /// Prompt token ids (at least one).
     pub prompt: Vec<u32>,
+    /// Its sampler settings and seed.
     pub sampling: SamplingParams,
+    /// The most tokens to generate.
     pub max_new_tokens: usize,
+    /// Ids that end the answer (included in its output).
     pub stop_ids: Vec<u32>,
     /// Keep generating past stop ids.
     pub ignore_eos: bool,
@@ -202,6 +206,7 @@ pub struct BatchRequest {
 pub struct BatchOutput {
     /// Generated ids, the stop id included when there was one.
     pub ids: Vec<u32>,
+    /// Why it ended.
     pub stop_reason: StopReason,
     /// Length of the prompt.
     pub prompt_tokens: usize,

@@ -11,14 +11,21 @@ use std::path::Path;
 /// The architecture hyper-parameters of a Qwen3 checkpoint.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Qwen3Config {
+    /// Must include `Qwen3ForCausalLM`.
     #[serde(default)]
     pub architectures: Vec<String>,
+    /// Must be `qwen3`.
     #[serde(default)]
     pub model_type: Option<String>,
+    /// Rows of the embedding and of `lm_head`.
     pub vocab_size: usize,
+    /// Width of the residual stream.
     pub hidden_size: usize,
+    /// Width of the MLP (gate and up projections).
     pub intermediate_size: usize,
+    /// Decoder layers; checked against the checkpoint at load.
     pub num_hidden_layers: usize,
+    /// Query heads.
     pub num_attention_heads: usize,
     /// Defaults to `num_attention_heads` (no grouping), as in transformers.
     #[serde(default)]
@@ -27,30 +34,41 @@ pub struct Qwen3Config {
     /// `hidden_size / num_attention_heads` when absent.
     #[serde(default)]
     pub head_dim: Option<usize>,
+    /// RoPE base frequency (default 10000).
     #[serde(default = "default_rope_theta")]
     pub rope_theta: f64,
+    /// RMSNorm epsilon (default 1e-6).
     #[serde(default = "default_rms_norm_eps")]
     pub rms_norm_eps: f64,
+    /// The model's longest context in tokens.
     #[serde(default = "default_max_position_embeddings")]
     pub max_position_embeddings: usize,
+    /// `lm_head` reuses the embedding matrix (no `lm_head.weight`).
     #[serde(default)]
     pub tie_word_embeddings: bool,
     /// `torch_dtype` (older transformers) or `dtype` (newer).
     #[serde(default, alias = "dtype")]
     pub torch_dtype: Option<String>,
+    /// Must be false: Qwen3 has no q/k/v/o biases.
     #[serde(default)]
     pub attention_bias: bool,
+    /// Must be `silu` when given.
     #[serde(default)]
     pub hidden_act: Option<String>,
+    /// Default RoPE or YaRN; anything else is refused.
     #[serde(default)]
     pub rope_scaling: Option<RopeScaling>,
+    /// Must be false (no Qwen3 checkpoint uses it).
     #[serde(default)]
     pub use_sliding_window: bool,
     /// Parsed by `nano_infer_quant::QuantScheme::from_config`.
     #[serde(default)]
     pub quantization_config: Option<serde_json::Value>,
+    /// A token id or a list of them (checked to be u32).
     #[serde(default)]
     pub bos_token_id: Option<serde_json::Value>,
+    /// A token id or a list of them (checked to be u32); the stop ids when
+    /// `generation_config.json` gives none.
     #[serde(default)]
     pub eos_token_id: Option<serde_json::Value>,
 }
@@ -62,20 +80,28 @@ pub struct RopeScaling {
     /// `rope_type`, or `type` in older configs.
     #[serde(alias = "type")]
     pub rope_type: String,
+    /// Context extension factor (YaRN `s`).
     #[serde(default)]
     pub factor: Option<f64>,
+    /// The pretraining context YaRN extends.
     #[serde(default)]
     pub original_max_position_embeddings: Option<usize>,
+    /// Scale of cos and sin; derived from `factor` and the mscales when absent.
     #[serde(default)]
     pub attention_factor: Option<f64>,
+    /// YaRN ramp: rotations faster than this are not interpolated (default 32).
     #[serde(default)]
     pub beta_fast: Option<f64>,
+    /// YaRN ramp: rotations slower than this are fully interpolated (default 1).
     #[serde(default)]
     pub beta_slow: Option<f64>,
+    /// DeepSeek-style `mscale` for the attention factor.
     #[serde(default)]
     pub mscale: Option<f64>,
+    /// DeepSeek-style `mscale_all_dim` for the attention factor.
     #[serde(default)]
     pub mscale_all_dim: Option<f64>,
+    /// Whether the ramp bounds are truncated to integers (default true).
     #[serde(default)]
     pub truncate: Option<bool>,
 }
@@ -123,10 +149,12 @@ impl Qwen3Config {
         Ok(config)
     }
 
+    /// Key/value heads: `num_key_value_heads`, else `num_attention_heads`.
     pub fn n_kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
     }
 
+    /// `head_dim`, else `hidden_size / num_attention_heads`.
     pub fn head_dim(&self) -> usize {
         self.head_dim
             .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))

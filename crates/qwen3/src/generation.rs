@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 /// stop ids 151645 `<|im_end|>` and 151643 `<|endoftext|>`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenerationDefaults {
+    /// Temperature, top-k, top-p (and the rest) from the file, else greedy.
     pub sampling: SamplingParams,
+    /// `eos_token_id` of the file (else of `config.json`).
     pub stop_ids: Vec<u32>,
+    /// `max_new_tokens` of the file, else a default.
     pub max_new_tokens: usize,
 }
 
@@ -161,6 +164,7 @@ pub enum StopReason {
 }
 
 impl StopReason {
+    /// The lower-case name (`stop`, `length`, `context_full`, `cancelled`).
     pub fn as_str(self) -> &'static str {
         match self {
             StopReason::Stop => "stop",
@@ -176,20 +180,25 @@ impl StopReason {
 pub struct Generation {
     /// Generated ids, the stop id included when there was one.
     pub ids: Vec<u32>,
+    /// Why it ended.
     pub stop_reason: StopReason,
     /// Tokens the prefill processed (the prompt less any prefix already in the session; less
     /// than that when it was cancelled part way).
     pub prompt_tokens: usize,
     /// Leading prompt tokens the session already held, so not prefilled.
     pub cached_tokens: usize,
+    /// Wall time of the prefill.
     pub prefill_time: Duration,
+    /// Wall time of the decode steps.
     pub decode_time: Duration,
 }
 
 /// Options of one [`generate`] call.
 #[derive(Clone, Debug, Default)]
 pub struct GenerateOptions {
+    /// The most tokens to generate.
     pub max_new_tokens: usize,
+    /// Ids that end the generation (included in its output).
     pub stop_ids: Vec<u32>,
     /// Keep generating past stop ids (llama.cpp's `--ignore-eos`).
     pub ignore_eos: bool,
@@ -203,7 +212,12 @@ pub struct GenerateOptions {
 #[derive(Clone, Copy, Debug)]
 pub enum GenerateStep<'a> {
     /// A prefill chunk finished: `done` of `total` new prompt tokens are in the cache.
-    Prefill { done: usize, total: usize },
+    Prefill {
+        /// New prompt tokens in the cache so far.
+        done: usize,
+        /// New prompt tokens in all.
+        total: usize,
+    },
     /// A token was sampled (`request` is 0).
     Token(SampledToken<'a>),
 }

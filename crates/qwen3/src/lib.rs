@@ -1,18 +1,5 @@
-//! The Qwen3 model: `config.json`, weights, the forward pass, and sessions.
-//!
-//! ```no_run
-//! use nano_infer_qwen3::{LoadOptions, Model};
-//! let model = Model::load("Qwen3-4B", &LoadOptions::default())?;
-//! let mut session = model.session();
-//! let logits = session.prefill(&[9707, 11, 1879])?;
-//! let next = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u32;
-//! session.decode(next)?;
-//! # Ok::<(), nano_infer_qwen3::ModelError>(())
-//! ```
-//!
-//! The forward pass follows transformers' `modeling_qwen3.py` step for step, in f32 from the
-//! stored weights; every matmul goes through `nano_infer_quant::Linear`, one kernel per weight
-//! format.
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod attention;

@@ -77,7 +77,9 @@ pub struct Model {
 /// How far [`Model::load_with_progress`] is: decoder layers ready out of all of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoadProgress {
+    /// Decoder layers ready.
     pub layers_done: usize,
+    /// Decoder layers in the model.
     pub layers_total: usize,
 }
 
@@ -194,14 +196,17 @@ impl Model {
         self.plan.as_ref()
     }
 
+    /// The parsed and validated `config.json`.
     pub fn config(&self) -> &Qwen3Config {
         &self.config
     }
 
+    /// The model directory it was loaded from.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// Rows of the logits.
     pub fn vocab_size(&self) -> usize {
         self.config.vocab_size
     }

@@ -57,55 +57,93 @@ const HEADER_BYTES: u64 = 44;
 /// Why a prompt-cache file could not be written or used.
 #[derive(Debug, thiserror::Error)]
 pub enum PromptCacheError {
+    /// The file could not be created, written or read.
     #[error("{path}: {source}")]
     Io {
+        /// The file at fault.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
+    /// The file does not start with a prompt cache's magic bytes.
     #[error("{path}: not a nano-infer prompt cache (bad magic bytes)")]
-    NotAPromptCache { path: PathBuf },
+    NotAPromptCache {
+        /// The file at fault.
+        path: PathBuf,
+    },
+    /// The file was written in another format version.
     #[error(
         "{path}: prompt cache format version {found}, but this build reads version {expected}"
     )]
     Version {
+        /// The file at fault.
         path: PathBuf,
+        /// The file's format version.
         found: u32,
+        /// The version this build reads.
         expected: u32,
     },
+    /// The file's model fingerprint (config, file names and sizes) is not this model's.
     #[error("{path}: prompt cache was written for a different model (fingerprint {file:016x}, this model has {model:016x}); delete it or choose another file")]
     ModelMismatch {
+        /// The file at fault.
         path: PathBuf,
+        /// The file's fingerprint.
         file: u64,
+        /// This model's fingerprint.
         model: u64,
     },
+    /// The file's KV element type is not the session's.
     #[error("{path}: prompt cache holds {file} KV but this model's KV cache is {session}; delete it or load the model with a {file} KV cache")]
     KvTypeMismatch {
+        /// The file at fault.
         path: PathBuf,
+        /// The file's KV type.
         file: KvDtype,
+        /// The session's KV type.
         session: KvDtype,
     },
+    /// The file is truncated or its header is inconsistent.
     #[error("{path}: prompt cache is corrupt: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong, in words.
+        reason: String,
+    },
+    /// A cached key or value is NaN or infinite.
     #[error("{path}: prompt cache is corrupt: a {what} of layer {layer} at position {position} is {value}")]
     NonFinite {
+        /// The file at fault.
         path: PathBuf,
+        /// Which tensor ("key" or "value").
         what: &'static str,
+        /// The decoder layer.
         layer: usize,
+        /// The token position.
         position: usize,
+        /// The non-finite value.
         value: f32,
     },
     /// Recomputing the last cached position gave other keys or values than the file holds:
     /// the file was written by a model of the same shapes but other weights.
     #[error("{path}: prompt cache was written with different weights (recomputed {what} of layer {layer} at position {position} differ by {diff:.3e}, more than {tolerance:.3e}); not using it")]
     WeightsMismatch {
+        /// The file at fault.
         path: PathBuf,
+        /// Which tensor ("key" or "value").
         what: &'static str,
+        /// The decoder layer.
         layer: usize,
+        /// The token position.
         position: usize,
+        /// The largest absolute difference found.
         diff: f32,
+        /// The largest accepted: a fraction of the layer's largest cached value.
         tolerance: f32,
     },
+    /// Recomputing the check position failed.
     #[error(transparent)]
     Model(#[from] ModelError),
 }

@@ -18,6 +18,7 @@ pub struct Rope {
 }
 
 impl Rope {
+    /// The frequencies of `config`'s head size, base and scaling.
     pub fn new(config: &Qwen3Config) -> Self {
         let dim = config.head_dim();
         let base = config.rope_theta;
@@ -31,10 +32,12 @@ impl Rope {
         }
     }
 
+    /// The inverse frequencies, `(head_dim / 2)`.
     pub fn inv_freq(&self) -> &[f32] {
         &self.inv_freq
     }
 
+    /// The factor on cos and sin (1 without YaRN).
     pub fn attention_factor(&self) -> f32 {
         self.attention_factor
     }

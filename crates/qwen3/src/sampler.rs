@@ -20,6 +20,7 @@
 /// Sampling settings. `Default` is greedy with no penalties.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SamplingParams {
+    /// Divides the logits; 0 is greedy (argmax).
     pub temperature: f32,
     /// 0 turns top-k off.
     pub top_k: usize,
@@ -33,6 +34,7 @@ pub struct SamplingParams {
     pub presence_penalty: f32,
     /// Subtracted once per occurrence of a token in the history; 0.0 turns it off.
     pub frequency_penalty: f32,
+    /// Seed of the PRNG: the same seed, settings and logits give the same tokens.
     pub seed: u64,
 }
 
@@ -101,6 +103,7 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    /// A sampler seeded with `params.seed`.
     pub fn new(params: SamplingParams) -> Self {
         let rng = SplitMix64(params.seed);
         Self {
@@ -111,6 +114,7 @@ impl Sampler {
         }
     }
 
+    /// Its settings.
     pub fn params(&self) -> &SamplingParams {
         &self.params
     }

@@ -10,7 +10,9 @@ use serde_json::json;
 /// An error answer.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// OpenAI's error object.
     pub body: serde_json::Value,
     /// Seconds for a `Retry-After` header (503 when the queue is full).
     pub retry_after: Option<u32>,
@@ -33,6 +35,7 @@ impl ApiError {
         }
     }
 
+    /// A 400 (`invalid_request_error`), naming the field at fault when there is one.
     pub fn bad_request(message: impl Into<String>, param: Option<&str>) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
@@ -42,6 +45,7 @@ impl ApiError {
         )
     }
 
+    /// A 503, with `Retry-After` when the client should simply come back.
     pub fn unavailable(message: impl Into<String>, retry_after: Option<u32>) -> Self {
         Self {
             retry_after,
@@ -54,6 +58,7 @@ impl ApiError {
         }
     }
 
+    /// A 500: the server's fault, not the request's.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,29 +1,5 @@
-//! An OpenAI-compatible HTTP server for nano-infer, with continuous batching.
-//!
-//! `qwen3-infer serve` calls [`start`]; an embedding program can too. The shape:
-//!
-//! - **One engine thread** ([`engine`]) owns a `nano_infer_generate::Batcher` over the model
-//!   and steps it: every running request advances one token per forward pass, new ones join
-//!   between steps, long prompts are fed in chunks beside the running decodes, and the paged
-//!   KV pool's prefix cache is shared by all requests (a chat that resends its history, or
-//!   many clients with one system prompt, prefill only what is new).
-//! - **The HTTP side** (axum on tokio; `api.rs`) parses and prepares requests off the runtime
-//!   threads, hands them to the engine, and answers with the events it sends back: one JSON
-//!   object, or server-sent events as OpenAI streams them.
-//! - **Bounds**: body size (413), a queue of `max_batch + queue_limit` requests (past it 503
-//!   with `Retry-After`), `max_tokens` within the context the prompt leaves (400 naming both),
-//!   a header-read timeout per connection. A client that disconnects cancels its request within
-//!   one step and its KV blocks go back to the pool. A panicking handler or engine step fails
-//!   only its own requests.
-//! - **Shutdown** ([`ServerHandle::shutdown`], or SIGINT/SIGTERM with
-//!   [`ServerConfig::handle_signals`]): stop accepting, let running streams finish for
-//!   `shutdown_grace`, then cancel what is left, and return.
-//! - **Auth**: with an API key, every endpoint but `/health` wants `Authorization: Bearer KEY`
-//!   (compared in constant time) and answers 401 otherwise.
-//!
-//! The model loads on a thread of its own after the port is bound, so `/health` answers 503
-//! ("loading model") at once and 200 when requests can be served: a load balancer's readiness
-//! probe.
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod api;
@@ -106,12 +82,16 @@ impl Default for ServerConfig {
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The address could not be bound (in use, not local, no permission).
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// `host:port` as configured.
         addr: String,
+        /// The system's reason.
         #[source]
         source: std::io::Error,
     },
+    /// The runtime or a thread could not start.
     #[error("starting the server: {0}")]
     Io(#[from] std::io::Error),
     /// The model did not load (the server stops: it would never become ready).

@@ -1,24 +1,5 @@
-//! Compute kernels over slices, with runtime CPU-feature dispatch.
-//!
-//! This is the only crate in the workspace with intrinsics. Every kernel has a scalar twin that is
-//! always compiled: it is the fallback on CPUs without a vector unit we support and the oracle the
-//! property tests compare every vector path against.
-//!
-//! Dispatch: [`Isa::best`] detects the host's best instruction set once and caches it;
-//! [`set_max_isa`] caps it process-wide (the CLI's `--isa`), and [`Kernels::for_isa`] builds a
-//! kernel table for any level the host has, so tests can run every level side by side.
-//!
-//! Layout conventions shared by all matmul kernels: the weight `w` is `(rows, k)` row-major (the
-//! PyTorch `nn.Linear` layout), the activations `x` are `(n_tok, k)` and the output is
-//! **`(rows, n_tok)`**, so a caller that splits work over row ranges hands each thread a
-//! contiguous piece of the output.
-//!
-//! Structure (memchr/pulp style): each vector level has a zero-sized *token* type
-//! ([`x86::Avx2Fma`], [`x86::Avx512`], [`aarch64::Neon`]) that only a `try_new()` which checks the
-//! CPU can build. Each kernel has one safe entry per level that takes the token as proof and calls
-//! a `#[target_feature]` implementation; [`Kernels`] holds the token of its level and dispatches
-//! with one `match` per call (calls are per matmul or per row, never per element). The ISA is in
-//! the module path: `x86::avx2::gemm_bf16`, `aarch64::neon::dot_f32`.
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;

@@ -5,26 +5,31 @@ use crate::q8::{q4x16_shape, q8x16_shape, quantize_shape, Q8Acts, CHUNK_BYTES, T
 use crate::Fp8Format;
 use half::{bf16, f16};
 
+/// `Σ a[i]·b[i]`, summed in order.
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot_f32: length mismatch");
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// `Σ a[i]·x[i]` with `a` widened to f32.
 pub fn dot_bf16(a: &[bf16], x: &[f32]) -> f32 {
     assert_eq!(a.len(), x.len(), "dot_bf16: length mismatch");
     a.iter().zip(x).map(|(a, b)| a.to_f32() * b).sum()
 }
 
+/// `Σ a[i]·x[i]` with `a` widened to f32.
 pub fn dot_f16(a: &[f16], x: &[f32]) -> f32 {
     assert_eq!(a.len(), x.len(), "dot_f16: length mismatch");
     a.iter().zip(x).map(|(a, b)| a.to_f32() * b).sum()
 }
 
+/// `dst[i] = src[i]` as f32 (exact).
 pub fn widen_bf16(src: &[bf16], dst: &mut [f32]) {
     assert_eq!(src.len(), dst.len(), "widen_bf16: length mismatch");
     dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.to_f32());
 }
 
+/// `dst[i] = src[i]` as f32 (exact).
 pub fn widen_f16(src: &[f16], dst: &mut [f32]) {
     assert_eq!(src.len(), dst.len(), "widen_f16: length mismatch");
     dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.to_f32());
@@ -103,14 +108,17 @@ pub fn mix_rows<E: Copy + Into<f32>>(p: &[f32], ldp: usize, v: &[E], d: usize, o
     }
 }
 
+/// [`mix_rows`] over f32 values.
 pub fn mix_rows_f32(p: &[f32], ldp: usize, v: &[f32], d: usize, out: &mut [f32]) {
     mix_rows(p, ldp, v, d, out)
 }
 
+/// [`mix_rows`] over bf16 values.
 pub fn mix_rows_bf16(p: &[f32], ldp: usize, v: &[bf16], d: usize, out: &mut [f32]) {
     mix_rows(p, ldp, v, d, out)
 }
 
+/// [`mix_rows`] over f16 values.
 pub fn mix_rows_f16(p: &[f32], ldp: usize, v: &[f16], d: usize, out: &mut [f32]) {
     mix_rows(p, ldp, v, d, out)
 }
@@ -191,12 +199,14 @@ fn gemm_with(
     }
 }
 
+/// `out (rows, n_tok) = w (rows, k) · x (n_tok, k)ᵀ`, one in-order dot per output.
 pub fn gemm_f32(w: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
     gemm_with(w.len(), x, k, out, |r, xt| {
         dot_f32(&w[r * k..(r + 1) * k], xt)
     })
 }
 
+/// [`gemm_f32`] with bf16 weights.
 pub fn gemm_bf16(w: &[bf16], x: &[f32], k: usize, out: &mut [f32]) {
     gemm_with(w.len(), x, k, out, |r, xt| {
         w[r * k..(r + 1) * k]
@@ -207,6 +217,7 @@ pub fn gemm_bf16(w: &[bf16], x: &[f32], k: usize, out: &mut [f32]) {
     })
 }
 
+/// [`gemm_f32`] with f16 weights.
 pub fn gemm_f16(w: &[f16], x: &[f32], k: usize, out: &mut [f32]) {
     gemm_with(w.len(), x, k, out, |r, xt| {
         w[r * k..(r + 1) * k]
@@ -217,6 +228,8 @@ pub fn gemm_f16(w: &[f16], x: &[f32], k: usize, out: &mut [f32]) {
     })
 }
 
+/// [`gemm_f32`] with FP8 codes: each `block_k` span of a row is summed, then scaled by
+/// `scales (rows, k.div_ceil(block_k))`.
 pub fn gemm_fp8(
     format: Fp8Format,
     w: &[u8],
@@ -243,6 +256,8 @@ pub fn gemm_fp8(
     })
 }
 
+/// [`gemm_f32`] with 4-bit weights `(rows, k/2)` bytes (low nibble first) and per-group
+/// `scales` and `zero_scaled` `(rows, k/group)`: `w = q·s − z·s`.
 pub fn gemm_q4(
     w: &[u8],
     scales: &[f32],
@@ -279,6 +294,7 @@ pub fn gemm_q4(
     })
 }
 
+/// `out = weight · x / sqrt(mean(x²) + eps)`.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     assert!(
         x.len() == weight.len() && x.len() == out.len(),
@@ -291,6 +307,7 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
+/// In-place softmax, with the maximum subtracted first.
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0;
@@ -303,6 +320,7 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
+/// `gate = silu(gate) · up` (the SwiGLU MLP).
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len(), "silu_mul: length mismatch");
     for (g, u) in gate.iter_mut().zip(up) {
@@ -310,6 +328,7 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// `y += a·x`.
 pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len(), "axpy: length mismatch");
     for (yi, xi) in y.iter_mut().zip(x) {
@@ -317,6 +336,7 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// `y += a·x` with `x` widened to f32.
 pub fn axpy_bf16(a: f32, x: &[bf16], y: &mut [f32]) {
     assert_eq!(x.len(), y.len(), "axpy_bf16: length mismatch");
     for (yi, xi) in y.iter_mut().zip(x) {
@@ -324,6 +344,7 @@ pub fn axpy_bf16(a: f32, x: &[bf16], y: &mut [f32]) {
     }
 }
 
+/// `y += a·x` with `x` widened to f32.
 pub fn axpy_f16(a: f32, x: &[f16], y: &mut [f32]) {
     assert_eq!(x.len(), y.len(), "axpy_f16: length mismatch");
     for (yi, xi) in y.iter_mut().zip(x) {

@@ -1,36 +1,4 @@
-//! A thread team for the short parallel loops of decode.
-//!
-//! One decoded token runs ~290 parallel loops (seven matmuls and the attention of each of 36
-//! layers, then the lm_head), most of them 0.1–1 ms long. On rayon each loop costs two thread
-//! wake-ups: the pool's workers sleep soon after a loop ends, and the thread that started it
-//! sleeps on a latch until the last task is done. Measured in a two-thread FP8 decode of a
-//! Qwen3-4B-shaped model on a 2-core KVM guest, the caller waited ~55 µs per loop for that
-//! last wake-up, and the tasks kept the two cores busy 87% of the time.
-//!
-//! A [`Team`] keeps its helper threads spinning between loops (for [`SPIN_BUDGET`], then they
-//! park), the calling thread works as a member, and tasks are handed out one at a time from an
-//! atomic counter, so the loop ends within one task of the slowest member and nobody is woken
-//! on the way. The same decode kept the cores busy 93% of the time. This is the scheme of
-//! llama.cpp's thread pool, where a few µs per loop matter as much.
-//!
-//! A team runs one loop at a time: a loop started while another is running (from a second
-//! thread, or from inside a task) runs on rayon's pool instead, so nothing deadlocks or waits
-//! behind another caller.
-//!
-//! ```
-//! use nano_infer_team::Team;
-//!
-//! let team = Team::new(2);
-//! let mut out = vec![0u64; 1000];
-//! // Chunks of 64 elements, each handed to whichever member is free.
-//! team.for_each_chunk_mut(&mut out, 64, |chunk_index, chunk| {
-//!     for (i, o) in chunk.iter_mut().enumerate() {
-//!         *o = (chunk_index * 64 + i) as u64;
-//!     }
-//! });
-//! assert!(out.iter().enumerate().all(|(i, &o)| o == i as u64));
-//! ```
-
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 use std::any::Any;

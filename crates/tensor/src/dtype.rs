@@ -5,14 +5,19 @@ use half::{bf16, f16};
 /// A tensor element type. Names and sizes follow the safetensors specification.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dtype {
+    /// bfloat16: the usual Qwen3 weight type.
     BF16,
+    /// IEEE half precision (AWQ scales, F16 checkpoints).
     F16,
+    /// IEEE single precision.
     F32,
     /// `float8_e4m3fn`: bias 7, no infinities, max 448.
     F8E4M3,
     /// `float8_e5m2`: bias 15, IEEE-like.
     F8E5M2,
+    /// 32-bit integer (AWQ `qweight` and `qzeros` hold 8 nibbles each).
     I32,
+    /// Byte.
     U8,
 }
 

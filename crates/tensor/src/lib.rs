@@ -1,20 +1,5 @@
-//! Safetensors model directories, memory-mapped into zero-copy typed views.
-//!
-//! A Hugging Face model directory holds either one `model.safetensors` or several shards named
-//! by `model.safetensors.index.json`. [`WeightStore::open_dir`] maps every file (no copy: the
-//! kernels read weights straight from the page cache, so resident memory stays near the file
-//! size) and validates each header completely before any tensor is handed out: a truncated or
-//! corrupted file is a [`TensorError`] that names the file and the tensor, never a panic.
-//!
-//! Design costs: validation is O(number of tensors) at open time; a tensor whose data offset is
-//! not aligned for its element type (the format does not promise alignment, though every writer
-//! we know pads the header to 8 bytes) is copied once into an aligned buffer when it is fetched.
-//!
-//! [`SpillFile`] maps bytes computed at load (repacked AWQ layers) from an unlinked scratch file,
-//! so a memory budget can stream them like the checkpoint's tensors.
-//!
-//! This crate and `simd` are the only ones allowed `unsafe`: here for `mmap` (and the paging
-//! hints that go with it) alone.
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 
 mod dtype;
 mod error;

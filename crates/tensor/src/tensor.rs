@@ -80,10 +80,12 @@ impl Tensor {
         &self.path
     }
 
+    /// The element type.
     pub fn dtype(&self) -> Dtype {
         self.dtype
     }
 
+    /// The shape, outermost dimension first.
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }

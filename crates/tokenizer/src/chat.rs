@@ -37,6 +37,7 @@ const SPECIAL_TOKEN_KEYS: [&str; 4] = ["bos_token", "eos_token", "pad_token", "u
 pub struct ChatMessage {
     /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
+    /// The message text.
     pub content: String,
     /// An assistant turn's thinking, given separately. Left out of the template's view when
     /// `None`, so the Qwen3 template falls back to splitting `<think>...</think>` out of
