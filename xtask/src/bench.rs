@@ -27,7 +27,8 @@ use clap::ValueEnum;
 use crate::synth::WeightFormat;
 use one::OneResult;
 pub(crate) use one::{run as run_one, OneArgs};
-use report::{Machine, Report, Row};
+pub(crate) use report::{loadavg, median, Machine};
+use report::{Report, Row};
 
 /// Bandwidth buffer: far beyond any last-level cache we expect (tens of MiB).
 const BANDWIDTH_MIB: usize = 1024;
@@ -120,7 +121,7 @@ pub(crate) struct BenchArgs {
 /// partly read tensors. None of these grow with the model.
 pub(crate) const OFFLOAD_MARGIN: u64 = 256 << 20;
 
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     root.canonicalize().unwrap_or(root)
 }
@@ -131,7 +132,7 @@ fn format_name(f: WeightFormat) -> String {
 }
 
 /// The directory of the synthetic 4B model in `fmt`, generating it if needed.
-fn synth_model(root: &Path, fmt: WeightFormat, no_synth: bool) -> Result<PathBuf> {
+pub(crate) fn synth_model(root: &Path, fmt: WeightFormat, no_synth: bool) -> Result<PathBuf> {
     let name = format!("synth-4b-{}", format_name(fmt));
     let here = root.join("models").join(&name);
     for dir in [&here, &root.join("../models").join(&name)] {

@@ -11,6 +11,7 @@
 #![allow(rustdoc::invalid_html_tags)]
 
 mod bench;
+mod bench_serve;
 mod cross;
 mod e2e;
 mod offload_io;
@@ -45,6 +46,9 @@ enum Command {
     Cross(cross::CrossArgs),
     /// Time streaming one Qwen3-4B-sized layer in from a file: pread vs mmap, warm and cold.
     BenchOffloadIo(offload_io::IoArgs),
+    /// The HTTP server under load: concurrent streaming clients, a shared system prompt, a long
+    /// prompt arriving beside running streams (synthetic Qwen3-4B models; loopback only).
+    BenchServe(bench_serve::BenchServeArgs),
     /// The server with real clients: the pinned openai Python client, nginx and two replicas.
     E2e(e2e::E2eArgs),
 }
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         Command::Cross(args) => cross::run(&args),
         Command::BenchOffloadIo(args) => offload_io::run(&args),
         Command::E2e(args) => e2e::run(&args),
+        Command::BenchServe(args) => bench_serve::run(&args),
     };
     // Print the cause chain on one line, without the backtrace anyhow's `Termination`
     // adds when RUST_BACKTRACE is set: these are user errors (paths, arguments).
