@@ -314,11 +314,16 @@ fn chat(addr: SocketAddr, system: &str, user: &str, max_tokens: usize) -> Result
         "stream": true, "stream_options": {"include_usage": true},
         "chat_template_kwargs": {"enable_thinking": false},
     });
-    stream(addr, &body, |_| {})
+    stream(addr, &body, |_| true)
 }
 
-/// Sends `body` and reads the SSE answer; `on_chunk` sees each content chunk's arrival.
-fn stream(addr: SocketAddr, body: &Value, mut on_chunk: impl FnMut(Instant)) -> Result<Stream> {
+/// Sends `body` and reads the SSE answer; `on_chunk` sees each content chunk's arrival and
+/// returns false to hang up (the server then cancels the request).
+fn stream(
+    addr: SocketAddr,
+    body: &Value,
+    mut on_chunk: impl FnMut(Instant) -> bool,
+) -> Result<Stream> {
     let body = body.to_string();
     let start = Instant::now();
     let mut sock = TcpStream::connect(addr)?;
@@ -383,7 +388,10 @@ fn stream(addr: SocketAddr, body: &Value, mut on_chunk: impl FnMut(Instant)) -> 
                 }
                 last = Some(now);
                 s.arrivals.push(now);
-                on_chunk(now);
+                if !on_chunk(now) {
+                    s.ok = ok_status;
+                    return Ok(s);
+                }
             }
         }
     }
@@ -405,18 +413,23 @@ fn interference(
     let decode = (ctx - 64).min(64 + long_tokens / 5);
     let sent_at = std::sync::Mutex::new(None::<Instant>);
     let first_at = std::sync::Mutex::new(None::<Instant>);
+    // Once the long prompt is answered the streams hang up: what follows is not measured.
+    let answered = std::sync::atomic::AtomicBool::new(false);
+    let answered = &answered;
     let arrivals: Vec<Vec<Instant>> = std::thread::scope(|s| -> Result<_> {
-        let streams: Vec<_> = (0..args.running)
-            .map(|i| {
-                s.spawn(move || {
+        let streams: Vec<_> =
+            (0..args.running)
+                .map(|i| {
+                    s.spawn(move || {
                     let body = json!({
                         "messages": [{"role": "user", "content": format!("Stream {i}")}],
                         "max_tokens": decode, "temperature": 0, "ignore_eos": true, "stream": true,
                     });
-                    stream(addr, &body, |_| {}).map(|st| st.arrivals)
+                    stream(addr, &body, |_| !answered.load(std::sync::atomic::Ordering::SeqCst))
+                        .map(|st| st.arrivals)
                 })
-            })
-            .collect();
+                })
+                .collect();
         // Let them settle into decoding, then send the long prompt.
         std::thread::sleep(Duration::from_secs(5));
         *sent_at.lock().unwrap() = Some(Instant::now());
@@ -427,8 +440,10 @@ fn interference(
         let mut first = None;
         stream(addr, &body, |t| {
             first.get_or_insert(t);
+            true
         })?;
         *first_at.lock().unwrap() = first;
+        answered.store(true, std::sync::atomic::Ordering::SeqCst);
         let mut all = Vec::new();
         for h in streams {
             all.push(

@@ -298,8 +298,9 @@ pub struct GenerateArgs {
     /// Random seed for sampling [default: from the clock]
     #[arg(short, long, value_name = "N")]
     pub seed: Option<u64>,
-    /// Context size in tokens [default: the model's max_position_embeddings; 4096 with
-    /// --max-memory, whose budget reserves the KV cache for the whole context]
+    /// Context size in tokens [default: the model's max_position_embeddings; with
+    /// --max-memory, whose budget reserves the KV cache for the whole context, the prompt plus
+    /// -l (at least 4096; 4096 in a chat)]
     #[arg(
         long = "ctx-size",
         short = 'c',

@@ -25,7 +25,7 @@ pub struct Loaded {
 /// Context size under `--max-memory` when `--ctx-size` is not given: the KV cache is reserved
 /// for the whole context under a budget, and the model's 40k positions would leave no room for
 /// weights.
-const OFFLOAD_DEFAULT_CTX: usize = 4096;
+pub const OFFLOAD_DEFAULT_CTX: usize = 4096;
 
 /// Builds the global rayon pool with `--threads` workers. Must run before anything touches rayon.
 pub fn init_threads(engine: &EngineArgs) -> Result<usize> {

@@ -9,7 +9,7 @@ use crate::load::{self, Bar, Loaded};
 use crate::output::{Printer, ThinkStyle};
 use crate::{chat, hub, interrupt, stats};
 use anyhow::{bail, Result};
-use nano_infer_generate::{Event, Finish, Prepared, Prompt, Request, StopCause};
+use nano_infer_generate::{Event, Finish, Prepared, Prompt, Request, StopCause, TextCodec};
 use nano_infer_qwen3::{GenerationDefaults, PromptCacheError};
 use serde_json::json;
 use std::io::IsTerminal;
@@ -34,11 +34,11 @@ pub fn run(args: &GenerateArgs) -> Result<ExitCode> {
     let input = read_input(args)?;
 
     let dir = hub::resolve(args.model.model.as_deref())?;
-    let loaded = load::load(&dir, &args.engine, ctx_size)?;
-    if args.engine.verbose > 0 {
-        stats::print_load(&loaded);
-    }
     if args.interactive {
+        let loaded = load::load(&dir, &args.engine, ctx_size)?;
+        if args.engine.verbose > 0 {
+            stats::print_load(&loaded);
+        }
         let first = match input {
             Input::Text(text) => Some(text),
             _ => None,
@@ -56,6 +56,18 @@ pub fn run(args: &GenerateArgs) -> Result<ExitCode> {
         // read_input only returns None with -i, handled above.
         Input::None => bail!("no prompt: give -p TEXT, -f FILE or --ids IDS, or -i for a chat"),
     };
+    // Under a memory budget the KV cache is reserved for the whole context, so its default is
+    // small; a one-shot run knows its prompt, so the context is sized to hold it and the answer.
+    let ctx_size = match ctx_size {
+        None if args.engine.max_memory.is_some() => {
+            Some(budget_context(&dir, &prompt, params.max_tokens)?)
+        }
+        given => given,
+    };
+    let loaded = load::load(&dir, &args.engine, ctx_size)?;
+    if args.engine.verbose > 0 {
+        stats::print_load(&loaded);
+    }
     let prepared = loaded
         .generator
         .prepare(&Request { prompt, params })
@@ -64,6 +76,29 @@ pub fn run(args: &GenerateArgs) -> Result<ExitCode> {
         stats::print_prepared(&prepared, args.engine.verbose);
     }
     one_shot(args, &loaded, &prepared)
+}
+
+/// The context of a one-shot run under `--max-memory` without `--ctx-size`: the prompt and
+/// its answer (`-l`, else the default 512), at least `load::OFFLOAD_DEFAULT_CTX`. The prompt
+/// is counted with the tokenizer alone, before the weights load.
+fn budget_context(
+    dir: &std::path::Path,
+    prompt: &Prompt,
+    max_tokens: Option<i64>,
+) -> Result<usize> {
+    let prompt_tokens = match prompt {
+        Prompt::Ids(ids) => ids.len(),
+        other => match TextCodec::from_dir(dir)? {
+            Some(codec) => {
+                let text = codec.prompt_text(other)?.unwrap_or_default();
+                codec.encode(&text, usize::MAX)?.len()
+            }
+            // No tokenizer: the text prompt fails later with its own error.
+            None => 0,
+        },
+    };
+    let answer = max_tokens.map_or(512, |n| usize::try_from(n).unwrap_or(0));
+    Ok((prompt_tokens + answer).max(load::OFFLOAD_DEFAULT_CTX))
 }
 
 /// `--ids`, `-p`, `-f`, or stdin when it is piped.

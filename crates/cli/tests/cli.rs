@@ -1362,3 +1362,26 @@ fn chat_skips_a_line_that_is_not_utf8() {
         "the next line is answered"
     );
 }
+
+#[test]
+fn a_memory_budget_sizes_the_context_to_the_prompt() {
+    // 5,000 tokens: more than the 4,096 a budget used to impose on every run.
+    let ids: Vec<String> = (0..5000).map(|i| (1 + i % 200).to_string()).collect();
+    let dir = fixture("bf16");
+    let out = run_json(&[
+        "-m",
+        dir.to_str().unwrap(),
+        "--ids",
+        &ids.join(","),
+        "-t",
+        "0",
+        "-l",
+        "2",
+        "--ignore-eos",
+        "--json",
+        "--max-memory",
+        "64MiB",
+    ]);
+    assert_eq!(out["usage"]["prompt_tokens"], 5000);
+    assert_eq!(out["finish_reason"], "length");
+}

@@ -569,3 +569,54 @@ fn shutdown_lets_running_streams_finish() {
     // And nothing listens any more.
     assert!(TcpStream::connect(addr).is_err());
 }
+
+#[test]
+fn health_is_503_while_the_model_loads_and_a_failed_load_stops_the_server() {
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let handle = start(
+        ServerConfig {
+            port: 0,
+            ..ServerConfig::default()
+        },
+        move || {
+            let _ = wait.recv();
+            Generator::load(
+                fixture("bf16_fullvocab"),
+                &LoadOptions::default(),
+                &mut |_| {},
+            )
+        },
+    )
+    .unwrap();
+    let addr = handle.addr();
+    let loading = get(addr, "/health");
+    assert_eq!(loading.status, 503);
+    assert_eq!(loading.json()["status"], "loading model");
+    let early = post(addr, "/v1/chat/completions", &chat_body("Hi", 2, false));
+    assert_eq!(early.status, 503);
+    assert!(early.headers.to_ascii_lowercase().contains("retry-after"));
+    release.send(()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get(addr, "/health").status != 200 {
+        assert!(Instant::now() < deadline, "ready after the load");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    handle.shutdown().unwrap();
+
+    let handle = start(
+        ServerConfig {
+            port: 0,
+            ..ServerConfig::default()
+        },
+        || {
+            Generator::load(
+                fixture("no-such-model"),
+                &LoadOptions::default(),
+                &mut |_| {},
+            )
+        },
+    )
+    .unwrap();
+    let err = handle.wait().unwrap_err();
+    assert!(err.to_string().contains("no-such-model"), "{err}");
+}
