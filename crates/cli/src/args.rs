@@ -94,12 +94,12 @@ pub struct ServeArgs {
     /// Memory for the paged KV pool (running requests and cached prefixes)
     #[arg(long = "kv-budget", value_name = "SIZE", default_value = "2GiB")]
     pub kv_budget: String,
-    /// Prompt tokens fed per step beside the running streams (smaller: steadier streams while a
-    /// long prompt arrives; larger: faster prefill)
+    /// Prompt tokens fed per step while other requests stream (smaller: steadier streams while
+    /// a long prompt arrives); a prompt alone is fed 512 at a time
     #[arg(
         long = "prefill-chunk",
         value_name = "N",
-        default_value_t = 64,
+        default_value_t = 8,
         allow_negative_numbers = true
     )]
     pub prefill_chunk: i64,

@@ -43,7 +43,8 @@ pub struct ServerConfig {
     /// The batch engine: `max_batch` requests decode together (`--parallel`), `kv_budget_bytes`
     /// bounds the KV pool, and the prefix cache.
     pub engine: EngineOptions,
-    /// Prompt tokens fed per engine step beside the running decodes.
+    /// Prompt tokens fed per engine step while other requests decode (alone, a prompt is fed
+    /// in `engine.prefill_chunk` pieces).
     pub prefill_chunk: usize,
     /// Requests that may wait for a slot beyond the `max_batch` running ones.
     pub queue_limit: usize,
@@ -68,7 +69,7 @@ impl Default for ServerConfig {
             api_key: None,
             alias: None,
             engine: EngineOptions::default(),
-            prefill_chunk: 64,
+            prefill_chunk: 8,
             queue_limit: 64,
             max_body_bytes: 8 << 20,
             header_timeout: Duration::from_secs(30),
