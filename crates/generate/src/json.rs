@@ -44,14 +44,6 @@ pub fn parse_chat_completion(body: &Value) -> Result<(Request, ChatOptions), Gen
     if messages.is_empty() {
         return Err(GenerateError::field("messages", "must not be empty"));
     }
-    if let Some(n) = f.i64("n")? {
-        if n != 1 {
-            return Err(GenerateError::field(
-                "n",
-                format!("only 1 choice per request is supported (got {n})"),
-            ));
-        }
-    }
     let enable_thinking = match f.get("chat_template_kwargs") {
         Some(kwargs) => Fields::of(kwargs, "chat_template_kwargs")?
             .bool_named("enable_thinking", "chat_template_kwargs.enable_thinking")?,
@@ -62,17 +54,7 @@ pub fn parse_chat_completion(body: &Value) -> Result<(Request, ChatOptions), Gen
         Some(n) => Some(n),
         None => params.max_tokens,
     };
-    let options = ChatOptions {
-        stream: f.bool("stream")?.unwrap_or(false),
-        include_usage: match f.get("stream_options") {
-            Some(o) => Fields::of(o, "stream_options")?
-                .bool_named("include_usage", "stream_options.include_usage")?
-                .unwrap_or(false),
-            None => false,
-        },
-        model: f.string("model")?,
-        user: f.string("user")?,
-    };
+    let options = chat_options(&f)?;
     let prompt = Prompt::Chat {
         messages,
         enable_thinking,
@@ -107,14 +89,6 @@ pub fn parse_completion(body: &Value) -> Result<(Request, ChatOptions), Generate
         }
         None => return Err(GenerateError::field("prompt", "is required")),
     };
-    if let Some(n) = f.i64("n")? {
-        if n != 1 {
-            return Err(GenerateError::field(
-                "n",
-                format!("only 1 choice per request is supported (got {n})"),
-            ));
-        }
-    }
     let mut params = openai_params(&f, true)?;
     // Legacy `logprobs` is a count, not a switch.
     if let Some(n) = f.i64("logprobs")? {
@@ -122,17 +96,7 @@ pub fn parse_completion(body: &Value) -> Result<(Request, ChatOptions), Generate
         params.top_logprobs = Some(n);
     }
     params.no_reasoning_split = true;
-    let options = ChatOptions {
-        stream: f.bool("stream")?.unwrap_or(false),
-        include_usage: match f.get("stream_options") {
-            Some(o) => Fields::of(o, "stream_options")?
-                .bool_named("include_usage", "stream_options.include_usage")?
-                .unwrap_or(false),
-            None => false,
-        },
-        model: f.string("model")?,
-        user: f.string("user")?,
-    };
+    let options = chat_options(&f)?;
     Ok((Request { prompt, params }, options))
 }
 
@@ -171,6 +135,30 @@ pub fn completion_json(finish: &Finish, id: &str, model: &str, created: u64) -> 
         }],
         "usage": finish.usage.to_json(),
         "seed": finish.seed,
+    })
+}
+
+/// `n` (1 only), `stream`, `stream_options.include_usage`, `model` and `user`, as both
+/// endpoints take them.
+fn chat_options(f: &Fields<'_>) -> Result<ChatOptions, GenerateError> {
+    if let Some(n) = f.i64("n")? {
+        if n != 1 {
+            return Err(GenerateError::field(
+                "n",
+                format!("only 1 choice per request is supported (got {n})"),
+            ));
+        }
+    }
+    Ok(ChatOptions {
+        stream: f.bool("stream")?.unwrap_or(false),
+        include_usage: match f.get("stream_options") {
+            Some(o) => Fields::of(o, "stream_options")?
+                .bool_named("include_usage", "stream_options.include_usage")?
+                .unwrap_or(false),
+            None => false,
+        },
+        model: f.string("model")?,
+        user: f.string("user")?,
     })
 }
 

@@ -452,46 +452,7 @@ impl<'m> BatchEngine<'m> {
     /// sequence and returns logits `(steps.len(), vocab)`, row `i` for `steps[i]`. Every
     /// sequence must be fully prefilled and listed at most once. On error no sequence changes.
     pub fn decode(&mut self, steps: &[(SeqId, u32)]) -> Result<&[f32], ModelError> {
-        if steps.is_empty() {
-            return Err(ModelError::EmptyInput);
-        }
-        let mut new_blocks = 0;
-        for (i, &(seq, _)) in steps.iter().enumerate() {
-            if steps[..i].iter().any(|&(s, _)| s == seq) {
-                return Err(ModelError::DuplicateSequence(seq.0));
-            }
-            if self.seq(seq)?.tokens.len() != self.cache.len(seq)? {
-                return Err(ModelError::NotPrefilled(seq.0));
-            }
-            new_blocks += self.blocks_needed(seq, 1)?;
-        }
-        self.ensure_blocks(new_blocks)?;
-        // Reused buffers: a decode step allocates nothing once they have grown.
-        self.step_seqs.clear();
-        self.step_seqs.extend(steps.iter().map(|&(seq, _)| seq));
-        self.step_ids.clear();
-        self.step_ids.extend(steps.iter().map(|&(_, id)| id));
-        // `step` also leaves a prefill chunk's length here: start from all ones.
-        self.step_lens.clear();
-        self.step_lens.resize(steps.len(), 1);
-        let mut store = PagedSeqs {
-            cache: &mut self.cache,
-            seqs: &self.step_seqs,
-        };
-        self.model.forward_segments(
-            &self.step_ids,
-            &self.step_lens,
-            Logits::Last,
-            &mut store,
-            &mut self.state,
-            &mut self.logits,
-        )?;
-        for &(seq, id) in steps {
-            if let Some(s) = self.seqs.get_mut(&seq) {
-                s.tokens.push(id);
-            }
-        }
-        Ok(&self.logits)
+        self.step(steps, None)
     }
 
     /// One continuous-batching step: a decode token for each sequence of `decodes` and, in the
@@ -507,18 +468,25 @@ impl<'m> BatchEngine<'m> {
         decodes: &[(SeqId, u32)],
         prefill: Option<(SeqId, usize)>,
     ) -> Result<&[f32], ModelError> {
-        let Some((pseq, max_tokens)) = prefill else {
-            return self.decode(decodes);
+        // The prefill chunk: its sequence, first position and length.
+        let chunk = match prefill {
+            Some((seq, max_tokens)) => {
+                let pos = self.cache.len(seq)?;
+                let pending = self.seq(seq)?.tokens.len() - pos;
+                Some((seq, pos, pending.min(max_tokens), pending))
+            }
+            None => None,
         };
-        let pos = self.cache.len(pseq)?;
-        let pending = self.seq(pseq)?.tokens.len() - pos;
-        let n = pending.min(max_tokens);
-        if n == 0 {
+        if decodes.is_empty() && chunk.is_none() || chunk.is_some_and(|(_, _, n, _)| n == 0) {
             return Err(ModelError::EmptyInput);
         }
-        let mut new_blocks = self.blocks_needed(pseq, n)?;
+        let mut new_blocks = match chunk {
+            Some((seq, _, n, _)) => self.blocks_needed(seq, n)?,
+            None => 0,
+        };
         for (i, &(seq, _)) in decodes.iter().enumerate() {
-            if seq == pseq || decodes[..i].iter().any(|&(s, _)| s == seq) {
+            if chunk.is_some_and(|(p, ..)| p == seq) || decodes[..i].iter().any(|&(s, _)| s == seq)
+            {
                 return Err(ModelError::DuplicateSequence(seq.0));
             }
             if self.seq(seq)?.tokens.len() != self.cache.len(seq)? {
@@ -527,16 +495,19 @@ impl<'m> BatchEngine<'m> {
             new_blocks += self.blocks_needed(seq, 1)?;
         }
         self.ensure_blocks(new_blocks)?;
+        // Reused buffers: a decode step allocates nothing once they have grown.
         self.step_seqs.clear();
         self.step_seqs.extend(decodes.iter().map(|&(seq, _)| seq));
-        self.step_seqs.push(pseq);
         self.step_ids.clear();
         self.step_ids.extend(decodes.iter().map(|&(_, id)| id));
-        self.step_ids
-            .extend_from_slice(&self.seqs[&pseq].tokens[pos..pos + n]);
         self.step_lens.clear();
         self.step_lens.resize(decodes.len(), 1);
-        self.step_lens.push(n);
+        if let Some((seq, pos, n, _)) = chunk {
+            self.step_seqs.push(seq);
+            self.step_ids
+                .extend_from_slice(&self.seqs[&seq].tokens[pos..pos + n]);
+            self.step_lens.push(n);
+        }
         let mut store = PagedSeqs {
             cache: &mut self.cache,
             seqs: &self.step_seqs,
@@ -554,8 +525,10 @@ impl<'m> BatchEngine<'m> {
                 s.tokens.push(id);
             }
         }
-        if n == pending && self.options.prefix_cache {
-            self.cache_sequence(pseq)?;
+        if let Some((seq, _, n, pending)) = chunk {
+            if n == pending && self.options.prefix_cache {
+                self.cache_sequence(seq)?;
+            }
         }
         Ok(&self.logits)
     }
