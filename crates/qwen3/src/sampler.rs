@@ -189,8 +189,9 @@ impl Sampler {
             return true;
         }
         // Most probable first; ties by id so the order (and so sampling) is deterministic. With
-        // top-k, the k best are selected first (linear) and only they are sorted: a full sort
-        // of a 150k vocabulary costs ~10 ms a token, the selection well under one.
+        // top-k, the k best are selected first (linear) and only they are sorted, instead of
+        // sorting the whole 150k vocabulary per token (measured after: on the tiny fixture a
+        // sampled run decodes at 0.84x a greedy one's rate, 1.5 against 1.26 ms a token).
         let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if p.top_k > 0 && p.top_k < self.candidates.len() {
             self.candidates.select_nth_unstable_by(p.top_k - 1, order);
