@@ -270,7 +270,8 @@ impl Session<'_> {
     /// dtype, or whose length does not match its header. Refuses, leaving the session empty, a
     /// file whose KV holds NaN or infinity, or whose last loaded position the model recomputes
     /// differently ([`PromptCacheError::WeightsMismatch`]: written by other weights; the
-    /// position is recomputed in place, one decode step). [`PromptCacheError::is_stale`] tells
+    /// position is recomputed with one decode step, compared, and then holds the file's values
+    /// again, so an accepted load is exact). [`PromptCacheError::is_stale`] tells
     /// the refusals a caller should report in one line and then run without the cache.
     pub fn load_prompt_cache(
         &mut self,
@@ -491,6 +492,21 @@ impl Session<'_> {
                 }
             }
         }
+        // The position holds the file's own keys and values again: a load is an exact round
+        // trip. The recomputation ran another kernel path (one decode step, where the file's
+        // came from a prefill), whose last bits differ (on NEON with a bf16 cache, enough to
+        // move later logits by 2.7e-3).
+        let n_layers = cache.n_layers();
+        self.truncate(n - 1);
+        let (cache, tokens) = self.parts_mut();
+        for layer in 0..n_layers {
+            let at = layer * kv_dim..(layer + 1) * kv_dim;
+            cache
+                .append(layer, &file_k[at.clone()], &file_v[at])
+                .map_err(ModelError::from)?;
+        }
+        cache.advance(1);
+        tokens.push(last);
         Ok(())
     }
 }
