@@ -339,3 +339,27 @@ fn continuous_batching_gives_each_request_its_own_greedy_answer() {
     assert_eq!((stats.running, stats.waiting), (0, 0));
     assert!(stats.blocks_used <= stats.blocks_total);
 }
+
+#[test]
+fn a_text_too_long_for_the_context_is_refused_before_it_is_tokenized() {
+    use nano_infer_generate::{GenerateError, TextCodec};
+    let codec = TextCodec::from_dir(fixture("bf16_fullvocab"))
+        .unwrap()
+        .unwrap();
+    // A megabyte of text cannot be 16 tokens whatever the vocabulary's longest token is.
+    let text = "word ".repeat(200_000);
+    // The variant is the pre-check's own: the tokenizer never saw the text.
+    match codec.encode(&text, 16) {
+        Err(GenerateError::PromptTextTooLong {
+            bytes,
+            min_tokens,
+            ctx,
+        }) => {
+            assert_eq!((bytes, ctx), (text.len(), 16));
+            assert!(min_tokens > 16);
+        }
+        other => panic!("expected PromptTextTooLong, got {other:?}"),
+    }
+    // A text that may fit is tokenized as usual.
+    assert!(!codec.encode("Hello world", 16).unwrap().is_empty());
+}
