@@ -165,13 +165,12 @@ impl<'g> Batcher<'g> {
             return Ok(());
         }
         let vocab = self.generator.model().vocab_size();
-        let logits = match self.engine.step(&decodes, prefill) {
-            Ok(logits) => logits.to_vec(),
-            Err(e) => {
-                self.fail_all(&e)?;
-                return Ok(());
-            }
-        };
+        if let Err(e) = self.engine.step(&decodes, prefill) {
+            self.fail_all(&e)?;
+            return Ok(());
+        }
+        // Read in place: the loop below only reads the engine.
+        let logits = self.engine.logits();
         let mut finished = Vec::new();
         for (i, r) in self.running.iter_mut().enumerate() {
             let row = if let Some(k) = decodes.iter().position(|&(s, _)| s == r.seq) {

@@ -317,6 +317,12 @@ impl<'m> BatchEngine<'m> {
         self.cache.pool()
     }
 
+    /// The logits of the last [`BatchEngine::prefill`], [`BatchEngine::decode`] or
+    /// [`BatchEngine::step`], laid out as that call returned them.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
     /// Counters and current occupancy.
     pub fn stats(&self) -> CacheStats {
         CacheStats {
