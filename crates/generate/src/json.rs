@@ -320,6 +320,7 @@ fn parse_message(m: &Value, i: usize) -> Result<ChatMessage, GenerateError> {
         role,
         content,
         reasoning_content: f.string_named("reasoning_content", &name("reasoning_content"))?,
+        tool_calls: Vec::new(),
     })
 }
 

@@ -8,9 +8,10 @@
 //! (`keep_trailing_newline = false`) matches. Like transformers, the special-token strings of
 //! `tokenizer_config.json` (`bos_token`, `eos_token`, ...) are passed as template variables.
 //!
-//! Known difference: minijinja's `tojson` escapes `<`, `>`, `&` and `'` for HTML, where
-//! transformers' `tojson` does not. Qwen3 only calls it on `tools`, which [`ChatMessage`] does
-//! not carry, so the rendered prompts are unaffected.
+//! `tojson` is replaced by Python's `json.dumps` as transformers calls it (`", "` and `": "`
+//! separators, non-ASCII kept, keys in the order given): minijinja's own is compact and escapes
+//! `<`, `>`, `&` and `'` for HTML, and Qwen3 renders every tool signature and tool-call
+//! argument object through it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -44,6 +45,34 @@ pub struct ChatMessage {
     /// `content`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    /// An assistant turn's function calls (OpenAI's `tool_calls`), rendered back by the
+    /// template for the next turn.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ChatToolCall>,
+}
+
+/// One function call of an assistant turn, in OpenAI's shape (`{id, type, function: {name,
+/// arguments}}`), which is what chat templates read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatToolCall {
+    /// The call's id (`call_...`), echoed by the `tool` message that answers it.
+    pub id: String,
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The function called.
+    pub function: ChatFunctionCall,
+}
+
+/// The function part of a [`ChatToolCall`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatFunctionCall {
+    /// The function's name.
+    pub name: String,
+    /// The arguments as a JSON value: an object parsed from OpenAI's JSON string (the Qwen3
+    /// template prints it with `tojson`), or the string itself when it did not parse (the
+    /// template then prints it verbatim).
+    pub arguments: serde_json::Value,
 }
 
 impl ChatMessage {
@@ -53,6 +82,7 @@ impl ChatMessage {
             role: role.into(),
             content: content.into(),
             reasoning_content: None,
+            tool_calls: Vec::new(),
         }
     }
 }
@@ -131,6 +161,7 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
+        env.add_filter("tojson", python_tojson);
         env.set_fuel(Some(TEMPLATE_FUEL));
         env.add_template_owned(TEMPLATE_NAME, source)
             .map_err(|source| TokenizerError::TemplateSyntax {
@@ -149,6 +180,18 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         opts: &RenderOptions,
     ) -> Result<String, TokenizerError> {
+        self.render_with_tools(messages, &[], opts)
+    }
+
+    /// Renders a conversation that offers `tools` (OpenAI's function format, `{"type":
+    /// "function", "function": {name, description, parameters}}`), as transformers'
+    /// `apply_chat_template(messages, tools=...)`. No tools leaves the variable undefined.
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[serde_json::Value],
+        opts: &RenderOptions,
+    ) -> Result<String, TokenizerError> {
         let render_err = |source| TokenizerError::TemplateRender { source };
         let mut ctx: BTreeMap<&str, Value> = self
             .special_tokens
@@ -162,6 +205,9 @@ impl ChatTemplate {
         );
         if let Some(enable_thinking) = opts.enable_thinking {
             ctx.insert("enable_thinking", Value::from(enable_thinking));
+        }
+        if !tools.is_empty() {
+            ctx.insert("tools", Value::from_serialize(tools));
         }
         self.env
             .get_template(TEMPLATE_NAME)
@@ -186,6 +232,119 @@ pub const TEMPLATE_FUEL: u64 = 10_000_000;
 /// `raise_exception(msg)`: templates call it to reject a conversation (e.g. a bad role order).
 fn raise_exception(message: String) -> Result<Value, minijinja::Error> {
     Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
+}
+
+/// `tojson` as transformers defines it: `json.dumps(value, ensure_ascii=False, indent=indent)`,
+/// so `", "` and `": "` between items (a newline and the indent instead when one is given) and
+/// keys in insertion order. serde_json escapes exactly what `json.dumps` escapes with
+/// `ensure_ascii=False`: `"`, `\\` and control characters.
+fn python_tojson(
+    value: &Value,
+    kwargs: minijinja::value::Kwargs,
+) -> Result<Value, minijinja::Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    kwargs.assert_all_used()?;
+    let json = serde_json::to_value(value)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
+    let mut out = Vec::new();
+    let formatter = PythonFormatter {
+        indent,
+        open: Vec::new(),
+    };
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+    serde::Serialize::serialize(&json, &mut ser)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
+    // serde_json writes valid UTF-8.
+    let text = String::from_utf8(out)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
+    Ok(Value::from_safe_string(text))
+}
+
+/// A serde_json formatter with Python's `json.dumps` separators.
+struct PythonFormatter {
+    indent: Option<usize>,
+    /// One entry per open array or object: whether it has had an item yet (an empty one
+    /// prints as `[]` even with an indent, as in Python).
+    open: Vec<bool>,
+}
+
+impl PythonFormatter {
+    fn item<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if let Some(open) = self.open.last_mut() {
+            *open = true;
+        }
+        match self.indent {
+            Some(width) => {
+                if !first {
+                    writer.write_all(b",")?;
+                }
+                writer.write_all(b"\n")?;
+                writer.write_all(" ".repeat(width * self.open.len()).as_bytes())
+            }
+            None if first => Ok(()),
+            None => writer.write_all(b", "),
+        }
+    }
+
+    fn close<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        bracket: &[u8],
+    ) -> std::io::Result<()> {
+        let had_items = self.open.pop().unwrap_or(false);
+        if let (Some(width), true) = (self.indent, had_items) {
+            writer.write_all(b"\n")?;
+            writer.write_all(" ".repeat(width * self.open.len()).as_bytes())?;
+        }
+        writer.write_all(bracket)
+    }
+}
+
+impl serde_json::ser::Formatter for PythonFormatter {
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.open.push(false);
+        writer.write_all(b"[")
+    }
+
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.close(writer, b"]")
+    }
+
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.item(writer, first)
+    }
+
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.open.push(false);
+        writer.write_all(b"{")
+    }
+
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.close(writer, b"}")
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.item(writer, first)
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        writer.write_all(b": ")
+    }
 }
 
 fn read_config(path: &Path) -> Result<serde_json::Value, TokenizerError> {

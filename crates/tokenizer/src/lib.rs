@@ -8,7 +8,9 @@ mod error;
 mod stream;
 mod tokenizer;
 
-pub use chat::{ChatMessage, ChatTemplate, RenderOptions, TEMPLATE_FUEL};
+pub use chat::{
+    ChatFunctionCall, ChatMessage, ChatTemplate, ChatToolCall, RenderOptions, TEMPLATE_FUEL,
+};
 pub use error::TokenizerError;
 pub use stream::StreamDecoder;
 pub use tokenizer::Tokenizer;

@@ -58,6 +58,7 @@ fn system_message_and_final_assistant_keep_reasoning() {
             role: "assistant".into(),
             content: "Hello!".into(),
             reasoning_content: Some("\ngreet back\n".into()),
+            ..ChatMessage::default()
         },
     ];
     // The system turn is printed first (`messages[0].role == 'system'`). The assistant turn

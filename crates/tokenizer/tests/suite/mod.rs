@@ -5,3 +5,4 @@ mod chat;
 mod common;
 mod special;
 mod stream;
+mod tools;
