@@ -13,12 +13,7 @@ impl Tokenizer {
     /// The bytes token `id` stands for, or `None` for an id outside the vocabulary.
     pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
         let piece = self.token_str(id)?;
-        let is_added = self
-            .inner()
-            .get_added_vocabulary()
-            .simple_id_to_token(id)
-            .is_some();
-        if !is_added {
+        if !self.is_added(id) {
             if let Some(bytes) = byte_level_bytes(&piece) {
                 return Some(bytes);
             }

@@ -149,6 +149,15 @@ impl Tokenizer {
         self.special_ids.binary_search(&id).is_ok()
     }
 
+    /// Whether `id` is an added token (a single id matched as a whole string before BPE, such
+    /// as `<|im_end|>`, `<think>` or `<tool_call>`), special or not.
+    pub fn is_added(&self, id: u32) -> bool {
+        self.inner
+            .get_added_vocabulary()
+            .simple_id_to_token(id)
+            .is_some()
+    }
+
     /// The ids for which [`Self::is_special`] is true, sorted.
     pub fn special_ids(&self) -> &[u32] {
         &self.special_ids
