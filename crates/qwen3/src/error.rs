@@ -52,6 +52,12 @@ pub enum ModelError {
         /// The model's vocabulary size.
         vocab_size: usize,
     },
+    /// The token picker (a grammar constraint around the sampler) could not choose.
+    #[error("choosing the next token: {reason}")]
+    TokenChoice {
+        /// What went wrong, on one line.
+        reason: String,
+    },
     /// A forward pass was asked for no tokens.
     #[error("the prompt is empty: at least one token is needed")]
     EmptyInput,

@@ -1,6 +1,6 @@
 //! `generation_config.json` defaults and the generation loop.
 
-use crate::{ModelError, SampledToken, Sampler, SamplingParams, Session};
+use crate::{ModelError, SampledToken, SamplingParams, Session, TokenPicker};
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -222,7 +222,8 @@ pub enum GenerateStep<'a> {
     Token(SampledToken<'a>),
 }
 
-/// Feeds the part of `prompt` the session does not already hold, then samples until a stop id,
+/// Feeds the part of `prompt` the session does not already hold, then picks tokens (with a
+/// [`crate::Sampler`], or any [`TokenPicker`]) until a stop id,
 /// `max_new_tokens`, a full context, or `on_step` returning `Break`.
 ///
 /// Prefix reuse: if the session's tokens are a prefix of `prompt`, only the rest is prefilled
@@ -232,7 +233,7 @@ pub enum GenerateStep<'a> {
 pub fn generate(
     session: &mut Session<'_>,
     prompt: &[u32],
-    sampler: &mut Sampler,
+    picker: &mut (impl TokenPicker + ?Sized),
     options: &GenerateOptions,
     mut on_step: impl FnMut(GenerateStep<'_>) -> ControlFlow<()>,
 ) -> Result<Generation, ModelError> {
@@ -288,7 +289,7 @@ pub fn generate(
         if ids.len() >= options.max_new_tokens {
             break StopReason::Length;
         }
-        let next = sampler.sample(session.logits(), session.tokens());
+        let next = picker.pick(session.logits(), session.tokens())?;
         ids.push(next);
         let step = GenerateStep::Token(SampledToken {
             request: 0,

@@ -29,6 +29,6 @@ pub use nano_infer_quant::AwqActivations;
 pub use nano_infer_simd::{CpuFeatures, Isa};
 pub use prompt_cache::{model_fingerprint, PromptCacheError};
 pub use rope::Rope;
-pub use sampler::{Sampler, SamplingParams};
+pub use sampler::{Sampler, SamplingParams, TokenPicker};
 pub use session::Session;
 pub use weights::LmHead;

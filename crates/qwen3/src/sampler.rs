@@ -17,6 +17,8 @@
 //! 8. min-p (0 = off): drop tokens less probable than `min_p × p_max`;
 //! 9. renormalise and draw with a seeded PRNG: the same seed and input give the same output.
 
+use crate::ModelError;
+
 /// Sampling settings. `Default` is greedy with no penalties.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SamplingParams {
@@ -121,7 +123,21 @@ impl Sampler {
 
     /// Picks the next token. `history` is every token so far, for the penalties.
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
-        if self.prepare(logits, history) {
+        self.sample_allowed(logits, history, None)
+    }
+
+    /// Picks the next token among those `allowed` (a bit set: bit `id % 32` of word `id / 32`;
+    /// `None` allows all). Every transform then runs over the allowed tokens only, as vLLM and
+    /// llama.cpp apply a grammar's mask before sampling: greedy is the best allowed token, and
+    /// top-k, top-p and min-p select among the allowed. With no allowed token in the logits'
+    /// range it returns the best token, as the unmasked sampler would (callers check masks).
+    pub fn sample_allowed(
+        &mut self,
+        logits: &[f32],
+        history: &[u32],
+        allowed: Option<&[u32]>,
+    ) -> u32 {
+        if self.prepare(logits, history, allowed) {
             return self.candidates.first().map_or(0, |c| c.0);
         }
         let r = self.rng.next_f32();
@@ -138,7 +154,7 @@ impl Sampler {
     /// The candidates left after every filter, with their renormalised probabilities, most
     /// probable first. Greedy gives one candidate with probability 1.
     pub fn distribution(&mut self, logits: &[f32], history: &[u32]) -> Vec<(u32, f32)> {
-        if self.prepare(logits, history) {
+        if self.prepare(logits, history, None) {
             self.candidates.truncate(1);
             if let Some(c) = self.candidates.first_mut() {
                 c.1 = 1.0;
@@ -148,15 +164,24 @@ impl Sampler {
     }
 
     /// Runs steps 1–8; returns true for greedy (the argmax is then `candidates[0]`).
-    fn prepare(&mut self, logits: &[f32], history: &[u32]) -> bool {
+    fn prepare(&mut self, logits: &[f32], history: &[u32], allowed: Option<&[u32]>) -> bool {
         let p = &self.params;
         self.candidates.clear();
+        let is_allowed = |i: usize| {
+            allowed.is_none_or(|words| words.get(i / 32).is_some_and(|w| w >> (i % 32) & 1 == 1))
+        };
         self.candidates.extend(
             logits
                 .iter()
                 .enumerate()
+                .filter(|&(i, _)| is_allowed(i))
                 .map(|(i, &v)| (i as u32, if v.is_nan() { f32::NEG_INFINITY } else { v })),
         );
+        if self.candidates.is_empty() {
+            // No allowed id within the logits: fall back to every id rather than draw from
+            // nothing (see `sample_allowed`).
+            return self.prepare(logits, history, None);
+        }
         if p.repetition_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
             self.seen.clear();
             self.seen.resize(logits.len(), 0);
@@ -248,6 +273,19 @@ impl Sampler {
         let total: f32 = self.candidates.iter().map(|c| c.1).sum();
         self.candidates.iter_mut().for_each(|c| c.1 /= total);
         false
+    }
+}
+
+/// Chooses each next token of a [`crate::generate`] run: the [`Sampler`] itself, or a caller's
+/// wrapper that narrows the choice first (a grammar's mask) and may fail.
+pub trait TokenPicker {
+    /// The next token after `history`, given the logits of the last position.
+    fn pick(&mut self, logits: &[f32], history: &[u32]) -> Result<u32, ModelError>;
+}
+
+impl TokenPicker for Sampler {
+    fn pick(&mut self, logits: &[f32], history: &[u32]) -> Result<u32, ModelError> {
+        Ok(self.sample(logits, history))
     }
 }
 

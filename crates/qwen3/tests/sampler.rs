@@ -34,6 +34,32 @@ fn logits_strategy() -> impl Strategy<Value = Vec<f32>> {
 }
 
 proptest! {
+    /// A mask narrows every setting to the allowed ids: the pick is always allowed, and greedy
+    /// is the best allowed logit (lowest id on ties), whatever the logits hold.
+    #[test]
+    fn a_masked_pick_is_allowed_and_greedy_is_the_best_allowed(
+        logits in logits_strategy(),
+        bits in prop::collection::vec(any::<u32>(), 7),
+        temperature in prop_oneof![Just(0.0f32), 0.1f32..2.0],
+        top_k in 0usize..5,
+        seed in any::<u64>(),
+    ) {
+        let n = logits.len();
+        let allowed = |i: usize| bits[i / 32] >> (i % 32) & 1 == 1;
+        prop_assume!((0..n).any(allowed));
+        let sp = SamplingParams { temperature, top_k, seed, ..SamplingParams::default() };
+        let id = Sampler::new(sp).sample_allowed(&logits, &[], Some(&bits)) as usize;
+        prop_assert!(id < n && allowed(id), "picked {id}");
+        if temperature == 0.0 {
+            let key = |i: usize| if logits[i].is_nan() { f32::NEG_INFINITY } else { logits[i] };
+            let best = (0..n).filter(|&i| allowed(i)).fold(None, |b: Option<usize>, i| match b {
+                Some(b) if key(b) >= key(i) => Some(b),
+                _ => Some(i),
+            });
+            prop_assert_eq!(Some(id), best);
+        }
+    }
+
     #[test]
     fn top_k_keeps_at_most_k_and_they_are_the_largest(logits in prop::collection::vec(-30.0f32..30.0, 1..300), k in 1usize..50) {
         let mut sampler = Sampler::new(params(1.0, k, 1.0, 0.0));
