@@ -53,6 +53,7 @@ pub fn run(
         let mut request = Request::new(Prompt::Chat {
             messages: messages.clone(),
             enable_thinking: Some(true), // Qwen3's switch; `None` keeps the template's default
+            tools: Vec::new(),
         });
         // Only what differs from the model's generation_config.json; a fixed seed makes the
         // run repeatable (without one a seed is drawn and reported in `Finish::seed`).

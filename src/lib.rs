@@ -105,6 +105,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub use nano_infer_constrain as constrain;
 pub use nano_infer_generate as generate;
 pub use nano_infer_kvcache as kvcache;
 pub use nano_infer_offload as offload;

@@ -10,6 +10,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("tensor", &[]),
     ("team", &[]),
     ("tokenizer", &[]),
+    ("constrain", &["tokenizer"]),
     ("quant", &["tensor", "simd", "team"]),
     ("kvcache", &["tensor", "simd"]),
     ("offload", &["tensor"]),
@@ -17,7 +18,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "qwen3",
         &["simd", "tensor", "team", "quant", "kvcache", "offload"],
     ),
-    ("generate", &["qwen3", "tokenizer"]),
+    ("generate", &["qwen3", "tokenizer", "constrain"]),
     ("server", &["generate", "qwen3"]),
     (
         "cli",

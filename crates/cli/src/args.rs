@@ -7,9 +7,9 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Args, Parser, Subcommand};
-use nano_infer_generate::{GenerateError, Params};
+use nano_infer_generate::{GenerateError, Grammar, Params};
 use nano_infer_qwen3::{Isa, KvDtype};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where `-m` points when it is not given (the original tool's default). When that folder does
 /// not exist either, [`DEFAULT_REPO`] is looked up in the Hugging Face cache.
@@ -281,6 +281,18 @@ pub struct GenerateArgs {
     /// End the answer before this text (repeatable); it is never printed
     #[arg(long = "stop", value_name = "TEXT")]
     pub stop: Vec<String>,
+    /// Constrain the answer to JSON valid against the JSON schema in FILE
+    #[arg(long = "json-schema", value_name = "FILE", group = "constraint")]
+    pub json_schema: Option<PathBuf>,
+    /// Constrain the answer to a JSON object (any; --json is the output format)
+    #[arg(long = "json-object", group = "constraint")]
+    pub json_object: bool,
+    /// Constrain the answer to match the regular expression R (Rust regex syntax)
+    #[arg(long = "regex", value_name = "R", group = "constraint")]
+    pub regex: Option<String>,
+    /// Constrain the answer to the Lark grammar in FILE (llguidance's syntax)
+    #[arg(long = "grammar", value_name = "FILE", group = "constraint")]
+    pub grammar: Option<PathBuf>,
     /// With --json: each generated token's log-probability
     #[arg(long)]
     pub logprobs: bool,
@@ -521,8 +533,9 @@ pub const MAX_THREADS_PER_CPU: usize = 8;
 
 impl GenerateArgs {
     /// The flags as a request's settings overlay; the library checks the values (see
-    /// [`flag_error`] for the names in its errors).
-    pub fn params(&self) -> Params {
+    /// [`flag_error`] for the names in its errors). Fails only on an unreadable constraint
+    /// file.
+    pub fn params(&self) -> Result<Params> {
         // Only a value that is a valid temperature: an invalid one gets its error instead.
         if let Some(t) = self
             .temperature
@@ -530,7 +543,7 @@ impl GenerateArgs {
         {
             note!("warning: -t sets the temperature ({t} is very high); the thread count is --threads");
         }
-        Params {
+        Ok(Params {
             max_tokens: self.max_length,
             temperature: self.temperature,
             top_k: self.top_k,
@@ -545,7 +558,31 @@ impl GenerateArgs {
             top_logprobs: self.top_logprobs,
             ignore_eos: self.ignore_eos,
             no_reasoning_split: false,
-        }
+            grammar: self.constraint()?,
+            tool_choice: Default::default(),
+        })
+    }
+
+    /// The grammar of `--json-schema`, `--json-object`, `--regex` or `--grammar`.
+    fn constraint(&self) -> Result<Option<Grammar>> {
+        let read = |flag: &str, path: &Path| {
+            std::fs::read_to_string(path)
+                .with_context(|| format!("{flag} {}: cannot read the file", path.display()))
+        };
+        Ok(if let Some(path) = &self.json_schema {
+            let text = read("--json-schema", path)?;
+            let schema = serde_json::from_str(&text)
+                .with_context(|| format!("--json-schema {}: not valid JSON", path.display()))?;
+            Some(Grammar::JsonSchema(schema))
+        } else if self.json_object {
+            Some(Grammar::JsonObject)
+        } else if let Some(rx) = &self.regex {
+            Some(Grammar::Regex(rx.clone()))
+        } else if let Some(path) = &self.grammar {
+            Some(Grammar::Lark(read("--grammar", path)?))
+        } else {
+            None
+        })
     }
 
     pub fn ctx_size(&self) -> Result<Option<usize>> {
@@ -567,6 +604,11 @@ fn flag_of(field: &str) -> Option<&'static str> {
         "stop" => "--stop",
         "top_logprobs" => "--top-logprobs",
         "ctx" => "--ctx-size",
+        "response_format.json_schema.schema" => "--json-schema",
+        "response_format" => "--json-object",
+        "regex" => "--regex",
+        "grammar" => "--grammar",
+        "ignore_eos" => "--ignore-eos",
         _ => return None,
     })
 }

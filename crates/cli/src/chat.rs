@@ -150,6 +150,7 @@ impl Chat<'_> {
             prompt: Prompt::Chat {
                 messages,
                 enable_thinking: self.thinking,
+                tools: Vec::new(),
             },
             params: self.params.clone(),
         };

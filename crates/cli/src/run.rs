@@ -26,7 +26,7 @@ enum Input {
 
 pub fn run(args: &GenerateArgs) -> Result<ExitCode> {
     // Flag ranges first (generation_config.json can only supply valid values).
-    let params = args.params();
+    let params = args.params()?;
     params
         .resolve(&GenerationDefaults::fallback())
         .map_err(args::flag_error)?;
@@ -194,6 +194,12 @@ fn one_shot(args: &GenerateArgs, loaded: &Loaded, prepared: &Prepared) -> Result
     }
     if args.engine.verbose > 0 {
         stats::print_generation(&finish, chat.session(), start.elapsed());
+    }
+    if finish.constraint.is_some_and(|c| !c.complete) && finish.cause != StopCause::Cancelled {
+        note!(
+            "warning: the answer stopped ({}) before its grammar was complete, so it does not parse; raise --max-length",
+            finish.reason().as_str()
+        );
     }
     match finish.cause {
         StopCause::Cancelled => {

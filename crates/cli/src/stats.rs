@@ -97,6 +97,15 @@ pub fn print_generation(f: &Finish, session: &Session<'_>, total: Duration) {
         rate(steps, f.decode_time),
         f.reason().as_str()
     );
+    if let Some(c) = &f.constraint {
+        note!(
+            "constraint: {} masks in {:.3} s, {:.3} ms each; {:.1}% of the decode time",
+            c.masks,
+            c.mask_time.as_secs_f64(),
+            1000.0 * c.mask_time.as_secs_f64() / c.masks.max(1) as f64,
+            100.0 * c.mask_time.as_secs_f64() / f.decode_time.as_secs_f64().max(1e-9)
+        );
+    }
     let peak = peak_memory().map_or_else(|| "unknown".to_string(), human_bytes);
     note!(
         "memory: peak {peak}, KV cache {} for {} positions; total {:.3} s",

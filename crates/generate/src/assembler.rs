@@ -33,15 +33,26 @@ pub(crate) struct Assembler<'t> {
     reasoning_tokens: usize,
     all_logprobs: Vec<crate::TokenLogprob>,
     stopped_by: Option<String>,
+    /// `<tool_call>` and `</tool_call>` ids, when tools may be called.
+    tool_tags: Option<(u32, u32)>,
+    /// The text of an open `<tool_call>` block, held until it closes.
+    open_call: Option<String>,
+    tool_calls: Vec<crate::ToolCall>,
 }
 
 impl<'t> Assembler<'t> {
+    /// `tool_calls`: tools were offered, so `<tool_call>` blocks are read as calls.
     pub fn new(
         codec: Option<&'t TextCodec>,
         settings: &Settings,
         stop_ids: &[u32],
         prompt: &[u32],
+        tool_calls: bool,
     ) -> Self {
+        let tool_tags = codec.filter(|_| tool_calls).and_then(|c| {
+            let t = c.tokenizer();
+            Some((t.token_id("<tool_call>")?, t.token_id("</tool_call>")?))
+        });
         let think = codec
             .and_then(TextCodec::think_ids)
             .filter(|_| settings.split_reasoning);
@@ -72,6 +83,9 @@ impl<'t> Assembler<'t> {
             reasoning_tokens: 0,
             all_logprobs: Vec::new(),
             stopped_by: None,
+            tool_tags,
+            open_call: None,
+            tool_calls: Vec::new(),
         }
     }
 
@@ -116,13 +130,47 @@ impl<'t> Assembler<'t> {
         if self.channel == Channel::Reasoning {
             self.reasoning_tokens += 1;
         }
+        match self.tool_tags {
+            Some((open, _)) if id == open && self.channel == Channel::Content => {
+                let flow = self.flush(emit)?;
+                self.open_call = Some(String::new());
+                return Ok(flow);
+            }
+            Some((_, close)) if id == close && self.open_call.is_some() => {
+                let pending = match &mut self.decoder {
+                    Some(decoder) => decoder.finish()?,
+                    None => String::new(),
+                };
+                let mut text = self.open_call.take().unwrap_or_default();
+                text.push_str(&pending);
+                match crate::tools::parse_call(&text) {
+                    Some(call) => {
+                        emit(Event::ToolCall {
+                            index: self.tool_calls.len(),
+                            call: call.clone(),
+                        });
+                        self.tool_calls.push(call);
+                        // The template puts a newline between calls and around text.
+                        self.trim_content_start = true;
+                        return Ok(ControlFlow::Continue(()));
+                    }
+                    // Not a call: the block goes to the content as the model wrote it.
+                    None => return Ok(self.text(&format!("<tool_call>{text}</tool_call>"), emit)),
+                }
+            }
+            _ => {}
+        }
         let piece = match &mut self.decoder {
             Some(decoder) => decoder.step(id)?,
             None => None,
         };
-        match piece {
-            Some(piece) => Ok(self.text(&piece, emit)),
-            None => Ok(ControlFlow::Continue(())),
+        match (piece, &mut self.open_call) {
+            (Some(piece), Some(call)) => {
+                call.push_str(&piece);
+                Ok(ControlFlow::Continue(()))
+            }
+            (Some(piece), None) => Ok(self.text(&piece, emit)),
+            (None, _) => Ok(ControlFlow::Continue(())),
         }
     }
 
@@ -135,6 +183,13 @@ impl<'t> Assembler<'t> {
         seed: u64,
         emit: &mut dyn FnMut(Event),
     ) -> Result<Finish, GenerateError> {
+        if let Some(mut open) = self.open_call.take() {
+            // A call the answer never closed is text, not a call.
+            if let Some(decoder) = &mut self.decoder {
+                open.push_str(&decoder.finish()?);
+            }
+            let _ = self.text(&format!("<tool_call>{open}"), emit);
+        }
         if self.stopped_by.is_none() {
             // A stop string completed by the held bytes sets `stopped_by` itself.
             let _ = self.flush(emit)?;
@@ -163,6 +218,8 @@ impl<'t> Assembler<'t> {
             logprobs: self.logprobs.map(|_| self.all_logprobs),
             prefill_time: generation.prefill_time,
             decode_time: generation.decode_time,
+            tool_calls: self.tool_calls,
+            constraint: None,
         })
     }
 
@@ -253,7 +310,7 @@ mod tests {
         let settings = params.resolve(&GenerationDefaults::fallback()).unwrap();
         let prompt = codec.tokenizer().encode(prompt).unwrap();
         let ids = codec.tokenizer().encode(answer).unwrap();
-        let mut text = Assembler::new(Some(codec), &settings, &[], &prompt);
+        let mut text = Assembler::new(Some(codec), &settings, &[], &prompt, true);
         let mut events = Vec::new();
         let mut fed = Vec::new();
         for &id in &ids {
@@ -332,6 +389,69 @@ mod tests {
         // A closed think block in the prompt (thinking off) leaves the answer in content.
         let (_, finish) = assemble(&codec, "<think>\n\n</think>\n\n", "Yes.", &[]);
         assert_eq!((finish.content.as_str(), finish.reasoning), ("Yes.", None));
+    }
+
+    #[test]
+    fn tool_call_blocks_become_calls_and_broken_ones_stay_text() {
+        let codec = codec();
+        let answer = "Let me check both.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>\n\
+                      <tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\", \"unit\": \"celsius\"}}\n</tool_call>\n\
+                      <tool_call>\n{\"name\": \"broken\", \"arguments\": {\n</tool_call> Done.";
+        let (events, finish) = assemble(&codec, "Q", answer, &[]);
+        let names: Vec<(&str, &str)> = finish
+            .tool_calls
+            .iter()
+            .map(|c| (c.name.as_str(), c.arguments.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("get_weather", r#"{"city":"Oslo"}"#),
+                ("get_weather", r#"{"city":"Rome","unit":"celsius"}"#)
+            ]
+        );
+        let indices: Vec<usize> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ToolCall { index, .. } => Some(*index),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(indices, [0, 1]);
+        // The text around the calls, and the block that is not a call, stay content.
+        assert_eq!(
+            finish.content,
+            "Let me check both.\n<tool_call>\n{\"name\": \"broken\", \"arguments\": {\n</tool_call> Done."
+        );
+        assert_eq!(joined(&events, Channel::Content), finish.content);
+        // Without tools offered, the same text is all content.
+        let settings = Params::default()
+            .resolve(&GenerationDefaults::fallback())
+            .unwrap();
+        let mut plain = Assembler::new(Some(&codec), &settings, &[], &[], false);
+        for id in codec.tokenizer().encode(answer).unwrap() {
+            let _ = plain.token(id, &[], &mut |_| {}).unwrap();
+        }
+        let generation = Generation {
+            stop_reason: StopReason::Length,
+            ids: Vec::new(),
+            prompt_tokens: 0,
+            cached_tokens: 0,
+            prefill_time: Duration::ZERO,
+            decode_time: Duration::ZERO,
+        };
+        let finish = plain.finish(&generation, 0, 1, &mut |_| {}).unwrap();
+        assert!(finish.tool_calls.is_empty());
+        assert_eq!(finish.content, answer);
+    }
+
+    #[test]
+    fn an_unclosed_call_is_content() {
+        let codec = codec();
+        let answer = "<tool_call>\n{\"name\": \"f\", \"argu";
+        let (_, finish) = assemble(&codec, "Q", answer, &[]);
+        assert!(finish.tool_calls.is_empty());
+        assert_eq!(finish.content, answer);
     }
 
     #[test]

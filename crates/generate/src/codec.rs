@@ -92,6 +92,16 @@ impl TextCodec {
         messages: &[ChatMessage],
         enable_thinking: Option<bool>,
     ) -> Result<String, GenerateError> {
+        self.render_with_tools(messages, &[], enable_thinking)
+    }
+
+    /// [`Self::render`] offering `tools` (OpenAI's function format) to the model.
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[serde_json::Value],
+        enable_thinking: Option<bool>,
+    ) -> Result<String, GenerateError> {
         for (i, m) in messages.iter().enumerate() {
             if !matches!(m.role.as_str(), "system" | "user" | "assistant" | "tool") {
                 return Err(GenerateError::field(
@@ -107,7 +117,9 @@ impl TextCodec {
             add_generation_prompt: true,
             enable_thinking,
         };
-        Ok(self.template()?.render(messages, &options)?)
+        Ok(self
+            .template()?
+            .render_with_tools(messages, tools, &options)?)
     }
 
     /// The text a prompt is tokenized from: the rendered conversation, or the raw text. `None`
@@ -117,7 +129,10 @@ impl TextCodec {
             Prompt::Chat {
                 messages,
                 enable_thinking,
-            } => self.render(messages, *enable_thinking).map(Some),
+                tools,
+            } => self
+                .render_with_tools(messages, tools, *enable_thinking)
+                .map(Some),
             Prompt::Text(text) => Ok(Some(text.clone())),
             Prompt::Ids(_) => Ok(None),
         }

@@ -18,9 +18,10 @@
 //! `cancelled` and its blocks go back to the pool before the next forward pass.
 
 use crate::assembler::Assembler;
-use crate::{CancelToken, Event, GenerateError, Generator, Prepared};
+use crate::picker::Picker;
+use crate::{CancelToken, Event, GenerateError, Generator, Prepared, TextCodec};
 use nano_infer_qwen3::{
-    BatchEngine, EngineOptions, Generation, KvError, ModelError, Sampler, SeqId, StopReason,
+    BatchEngine, EngineOptions, Generation, KvError, ModelError, SeqId, StopReason, TokenPicker,
 };
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -56,7 +57,7 @@ struct Running<'g> {
     cancel: CancelToken,
     sink: EventSink<'g>,
     seq: SeqId,
-    sampler: Sampler,
+    picker: Picker,
     text: Assembler<'g>,
     ids: Vec<u32>,
     cached: usize,
@@ -172,6 +173,7 @@ impl<'g> Batcher<'g> {
         // Read in place: the loop below only reads the engine.
         let logits = self.engine.logits();
         let mut finished = Vec::new();
+        let mut failed = Vec::new();
         for (i, r) in self.running.iter_mut().enumerate() {
             let row = if let Some(k) = decodes.iter().position(|&(s, _)| s == r.seq) {
                 k
@@ -185,7 +187,14 @@ impl<'g> Batcher<'g> {
                 continue;
             };
             let row = &logits[row * vocab..(row + 1) * vocab];
-            let next = r.sampler.sample(row, self.engine.tokens(r.seq)?);
+            let next = match r.picker.pick(row, self.engine.tokens(r.seq)?) {
+                Ok(next) => next,
+                Err(e) => {
+                    // Only this request's grammar failed: it alone ends, with its error.
+                    failed.push((i, e.to_string()));
+                    continue;
+                }
+            };
             r.ids.push(next);
             let flow = r.text.token(next, row, &mut *r.sink)?;
             let s = &r.prepared.settings;
@@ -204,9 +213,23 @@ impl<'g> Batcher<'g> {
                 finished.push((i, reason));
             }
         }
-        for &(i, reason) in finished.iter().rev() {
+        // Both lists are in increasing index order and disjoint: remove from the back.
+        let mut ends: Vec<(usize, Result<StopReason, String>)> = finished
+            .into_iter()
+            .map(|(i, reason)| (i, Ok(reason)))
+            .chain(failed.into_iter().map(|(i, message)| (i, Err(message))))
+            .collect();
+        ends.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
+        for (i, end) in ends {
             let r = self.running.remove(i);
-            self.finish(r, reason)?;
+            match end {
+                Ok(reason) => self.finish(r, reason)?,
+                Err(message) => {
+                    let mut sink = r.sink;
+                    sink(Event::Failed { message });
+                    self.engine.remove_sequence(r.seq)?;
+                }
+            }
         }
         Ok(())
     }
@@ -279,14 +302,20 @@ impl<'g> Batcher<'g> {
             }
             let cached = self.engine.cached_tokens(seq)?;
             let g = self.generator;
+            let codec = g.codec().map(|c| &**c);
             let text = Assembler::new(
-                g.codec().map(|c| &**c),
+                codec,
                 &w.prepared.settings,
                 g.stop_ids(),
                 &w.prepared.ids,
+                w.prepared.tool_calls,
             );
             self.running.push(Running {
-                sampler: Sampler::new(w.prepared.settings.sampling.clone()),
+                picker: Picker::new(
+                    &w.prepared,
+                    codec.and_then(TextCodec::think_ids),
+                    g.stop_ids(),
+                ),
                 prepared: w.prepared,
                 cancel: w.cancel,
                 sink: w.sink,
@@ -314,12 +343,13 @@ impl<'g> Batcher<'g> {
             prefill_time: r.prefill_time.unwrap_or_else(|| r.started.elapsed()),
             decode_time: r.first_token.map_or(Duration::ZERO, |t| t.elapsed()),
         };
-        let finish = r.text.finish(
+        let mut finish = r.text.finish(
             &generation,
             r.prepared.ids.len(),
             r.prepared.settings.sampling.seed,
             &mut *r.sink,
         )?;
+        finish.constraint = r.picker.report();
         (r.sink)(Event::Finished(finish));
         self.engine.remove_sequence(r.seq)?;
         Ok(())
@@ -334,6 +364,7 @@ impl<'g> Batcher<'g> {
             &w.prepared.settings,
             g.stop_ids(),
             &w.prepared.ids,
+            w.prepared.tool_calls,
         );
         let generation = Generation {
             ids: Vec::new(),

@@ -15,6 +15,15 @@ pub enum GenerateError {
     /// Loading the tokenizer or template, encoding, decoding or rendering failed.
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
+    /// Constrained decoding could not be set up or followed.
+    #[error(transparent)]
+    Constraint(#[from] nano_infer_constrain::ConstraintError),
+    /// One request of a batch failed while it ran (the message names why).
+    #[error("a request of the batch failed: {message}")]
+    RequestFailed {
+        /// The request's own error, on one line.
+        message: String,
+    },
     /// A request field with a value out of range or of the wrong type.
     #[error("invalid `{field}`: {reason}")]
     InvalidField {

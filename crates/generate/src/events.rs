@@ -1,6 +1,7 @@
 //! What a generation reports: [`Event`]s while it runs, one [`Finish`] at the end, and their
 //! JSON in OpenAI's names (shared by the CLI's `--json`, `batch` and the server).
 
+use crate::{ConstraintReport, ToolCall};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -63,6 +64,14 @@ pub enum Event {
         /// The text.
         text: String,
     },
+    /// The model called a function (a `<tool_call>` block that parsed); `index` counts the
+    /// calls of this answer from 0.
+    ToolCall {
+        /// Which call of the answer this is.
+        index: usize,
+        /// The call.
+        call: ToolCall,
+    },
     /// The last event.
     Finished(Finish),
     /// The request could not run (a [`crate::Batcher`] reports it so, to the request's own
@@ -80,16 +89,19 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens`, or the context is full.
     Length,
+    /// The answer ended after calling functions.
+    ToolCalls,
     /// Cancelled (Ctrl-C, a client gone).
     Cancelled,
 }
 
 impl FinishReason {
-    /// OpenAI's name (`stop`, `length`; `cancelled` is ours).
+    /// OpenAI's name (`stop`, `length`, `tool_calls`; `cancelled` is ours).
     pub fn as_str(self) -> &'static str {
         match self {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
             FinishReason::Cancelled => "cancelled",
         }
     }
@@ -169,12 +181,20 @@ pub struct Finish {
     pub prefill_time: Duration,
     /// Wall time of the decode steps.
     pub decode_time: Duration,
+    /// The functions the answer called, in order (their blocks are not in `content`).
+    pub tool_calls: Vec<ToolCall>,
+    /// What the grammar did, when the request had one.
+    pub constraint: Option<ConstraintReport>,
 }
 
 impl Finish {
-    /// Why it ended, as OpenAI names it.
+    /// Why it ended, as OpenAI names it: `tool_calls` when the answer ended (at an
+    /// end-of-sequence token) after calling functions.
     pub fn reason(&self) -> FinishReason {
-        self.cause.reason()
+        match self.cause {
+            StopCause::Eos(_) if !self.tool_calls.is_empty() => FinishReason::ToolCalls,
+            _ => self.cause.reason(),
+        }
     }
 
     /// The generated ids less the end-of-sequence id that ended them, if one did.
@@ -198,8 +218,9 @@ impl Finish {
     }
 
     /// The fields every JSON answer carries, in OpenAI's names: `content`,
-    /// `reasoning_content` (when there was reasoning), `finish_reason`, `stop` (the stop
-    /// string that matched, when one did), `ids`, `seed`, `usage`, and `logprobs` when asked.
+    /// `reasoning_content` (when there was reasoning), `tool_calls` (when there were calls),
+    /// `finish_reason`, `stop` (the stop string that matched, when one did), `ids`, `seed`,
+    /// `usage`, `logprobs` when asked, and `constraint_complete` under a grammar.
     pub fn to_json(&self) -> Value {
         let mut out = json!({
             "content": self.content,
@@ -216,6 +237,12 @@ impl Finish {
         }
         if let Some(logprobs) = self.logprobs_json() {
             out["logprobs"] = logprobs;
+        }
+        if !self.tool_calls.is_empty() {
+            out["tool_calls"] = self.tool_calls.iter().map(ToolCall::to_json).collect();
+        }
+        if let Some(report) = &self.constraint {
+            out["constraint_complete"] = json!(report.complete);
         }
         out
     }

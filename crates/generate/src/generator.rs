@@ -3,14 +3,19 @@
 //! over the paged KV pool ([`Generator::run_batch`]).
 
 use crate::assembler::Assembler;
-use crate::{CancelToken, Event, Finish, GenerateError, Request, Settings, TextCodec};
+use crate::picker::Picker;
+use crate::tools::{call_grammar, call_schema, check_tools};
+use crate::{
+    CancelToken, Event, Finish, GenerateError, Prompt, Request, Settings, TextCodec, ToolChoice,
+};
+use nano_infer_constrain::{CompiledGrammar, ConstraintError, Grammar, Vocabulary};
 use nano_infer_qwen3::{
-    generate, BatchEngine, BatchRequest, EngineOptions, GenerateOptions, GenerateStep, Generation,
-    GenerationDefaults, LoadOptions, LoadProgress, Model, PromptCacheError, Sampler, Session,
+    generate, EngineOptions, GenerateOptions, GenerateStep, GenerationDefaults, LoadOptions,
+    LoadProgress, Model, PromptCacheError, Session,
 };
 use std::ops::ControlFlow;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Prefill chunk of a [`ChatSession`]: long enough that the matmuls run at their prefill speed
 /// (the panel kernels need 16+ tokens; 256 loses nothing measurable against one pass), short
@@ -27,6 +32,9 @@ pub struct Generator {
     defaults: GenerationDefaults,
     /// The defaults' stop ids plus Qwen's end-of-turn and end-of-text tokens.
     stop_ids: Vec<u32>,
+    /// The vocabulary as a grammar alphabet, built at the first constrained request (it walks
+    /// all 151k tokens) and shared by every clone.
+    vocabulary: Arc<OnceLock<Result<Vocabulary, String>>>,
 }
 
 /// A request made ready to run: its prompt ids and checked settings.
@@ -38,6 +46,13 @@ pub struct Prepared {
     pub settings: Settings,
     /// The text the ids were encoded from (the rendered conversation), when there was one.
     pub text: Option<String>,
+    /// The checked grammar the answer must match: the request's, or one valid tool call for
+    /// `tool_choice` `required` or a named function.
+    pub grammar: Option<CompiledGrammar>,
+    /// A chat with thinking on: the answer may open with `<think>` before the grammar applies.
+    pub may_think: bool,
+    /// Tools were offered and may be called: `<tool_call>` blocks become tool calls.
+    pub tool_calls: bool,
 }
 
 impl Generator {
@@ -77,6 +92,7 @@ impl Generator {
             codec,
             defaults,
             stop_ids,
+            vocabulary: Arc::new(OnceLock::new()),
         }
     }
 
@@ -110,11 +126,59 @@ impl Generator {
     }
 
     /// Renders and encodes the prompt, resolves the settings over the defaults (drawing a seed
-    /// when none is given) and checks the prompt against the vocabulary and the context.
+    /// when none is given), checks the prompt against the vocabulary and the context, and
+    /// compiles the request's grammar or tool-call constraint, so that every error is found
+    /// before a token is generated.
     pub fn prepare(&self, request: &Request) -> Result<Prepared, GenerateError> {
         let settings = request.params.resolve(&self.defaults)?;
+        let choice = &request.params.tool_choice;
+        let (tools, may_think) = match &request.prompt {
+            Prompt::Chat {
+                tools,
+                enable_thinking,
+                ..
+            } => (
+                tools.as_slice(),
+                *enable_thinking != Some(false) && settings.split_reasoning,
+            ),
+            _ => (&[][..], false),
+        };
+        let functions = check_tools(tools)?;
+        let call = match choice {
+            ToolChoice::Required | ToolChoice::Function(_) if functions.is_empty() => {
+                return Err(GenerateError::field(
+                    "tool_choice",
+                    "`required` or a named function needs `tools`",
+                ))
+            }
+            ToolChoice::Required => Some(call_grammar(&functions)),
+            ToolChoice::Function(name) => {
+                let spec = functions.iter().find(|f| &f.name == name).ok_or_else(|| {
+                    GenerateError::field(
+                        "tool_choice.function.name",
+                        format!("no tool is named `{name}`"),
+                    )
+                })?;
+                Some(call_grammar(std::slice::from_ref(spec)))
+            }
+            ToolChoice::Auto | ToolChoice::None => None,
+        };
+        let offered = if *choice == ToolChoice::None {
+            &[][..]
+        } else {
+            tools
+        };
         let (ids, text) = match &request.prompt {
-            crate::Prompt::Ids(ids) => (ids.clone(), None),
+            Prompt::Ids(ids) => (ids.clone(), None),
+            Prompt::Chat {
+                messages,
+                enable_thinking,
+                ..
+            } => {
+                let codec = self.require_codec()?;
+                let text = codec.render_with_tools(messages, offered, *enable_thinking)?;
+                (codec.encode(&text, self.model.ctx_size())?, Some(text))
+            }
             prompt => {
                 let codec = self.require_codec()?;
                 let text = codec.prompt_text(prompt)?.unwrap_or_default();
@@ -122,11 +186,69 @@ impl Generator {
             }
         };
         self.check_prompt(&ids)?;
+        if !functions.is_empty() {
+            // A tool whose parameters are not a schema we can follow is refused now, whatever
+            // the tool choice, rather than when a call would need it.
+            let vocabulary = self.vocabulary()?;
+            for (i, spec) in functions.iter().enumerate() {
+                vocabulary
+                    .compile(&Grammar::JsonSchema(call_schema(spec)))
+                    .map_err(|e| grammar_error(format!("tools[{i}].function.parameters"), e))?;
+            }
+        }
+        let grammar = match (&request.params.grammar, call) {
+            (Some(_), Some(_)) => {
+                return Err(GenerateError::field(
+                    "response_format",
+                    "cannot be combined with tool_choice `required` or a named function",
+                ))
+            }
+            (Some(g), None) => Some((g.clone(), grammar_field(g))),
+            (None, Some(g)) => Some((g, "tool_choice".to_string())),
+            (None, None) => None,
+        };
+        let grammar = match grammar {
+            Some((grammar, field)) => {
+                if settings.ignore_eos {
+                    return Err(GenerateError::field(
+                        "ignore_eos",
+                        "cannot be used with a constraint (the answer ends where the grammar does)",
+                    ));
+                }
+                let compiled = self
+                    .vocabulary()?
+                    .compile(&grammar)
+                    .map_err(|e| grammar_error(field, e))?;
+                Some(compiled)
+            }
+            None => None,
+        };
         Ok(Prepared {
             ids,
             settings,
             text,
+            grammar,
+            may_think,
+            tool_calls: !functions.is_empty() && *choice != ToolChoice::None,
         })
+    }
+
+    /// The vocabulary as a grammar alphabet (built once).
+    pub fn vocabulary(&self) -> Result<&Vocabulary, GenerateError> {
+        let codec = self.require_codec()?;
+        self.vocabulary
+            .get_or_init(|| {
+                Vocabulary::from_tokenizer(
+                    codec.tokenizer(),
+                    self.model.vocab_size(),
+                    &self.stop_ids,
+                )
+                .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|reason| {
+                GenerateError::Constraint(ConstraintError::Vocabulary(reason.clone()))
+            })
     }
 
     /// A prompt must be non-empty, in the vocabulary and within the context.
@@ -157,11 +279,12 @@ impl Generator {
         }
     }
 
-    /// Runs prepared requests together: up to `options.max_batch` decode in one forward pass
-    /// and prompts that share a prefix reuse its KV (see `nano_infer_qwen3::BatchEngine`).
-    /// `on_event(i, event)` sees request `i`'s events as they happen; the finishes come back in
-    /// request order. Each request samples with its own seed. Cancelling ends every running
-    /// request within one decode step.
+    /// Runs prepared requests together through a [`crate::Batcher`] (continuous batching):
+    /// up to `options.max_batch` decode in one forward pass and prompts that share a prefix
+    /// reuse its KV. `on_event(i, event)` sees request `i`'s events as they happen; the
+    /// finishes come back in request order. Each request samples with its own seed (and its
+    /// own grammar). Cancelling ends every running request within one step. A request that
+    /// fails fails the batch with its error.
     pub fn run_batch(
         &self,
         requests: &[Prepared],
@@ -169,58 +292,66 @@ impl Generator {
         cancel: &CancelToken,
         mut on_event: impl FnMut(usize, Event),
     ) -> Result<Vec<Finish>, GenerateError> {
-        let batch: Vec<BatchRequest> = requests
-            .iter()
-            .map(|p| BatchRequest {
-                prompt: p.ids.clone(),
-                sampling: p.settings.sampling.clone(),
-                max_new_tokens: p.settings.max_tokens,
-                stop_ids: self.stop_ids.clone(),
-                ignore_eos: p.settings.ignore_eos,
-            })
-            .collect();
-        let codec = self.codec.as_deref();
-        let mut texts: Vec<Assembler<'_>> = requests
-            .iter()
-            .map(|p| Assembler::new(codec, &p.settings, &self.stop_ids, &p.ids))
-            .collect();
-        let mut engine = BatchEngine::new(&self.model, options)?;
+        use std::sync::mpsc;
+        // Batcher sinks must be `Send`; the caller's callback need not be, so events travel
+        // through a channel and are handed over on this thread after each step.
+        let (tx, rx) = mpsc::channel::<(usize, Event)>();
+        let mut batcher = crate::Batcher::new(self, options, options.prefill_chunk.max(1))?;
+        for (i, prepared) in requests.iter().enumerate() {
+            let tx = tx.clone();
+            batcher.submit(
+                prepared.clone(),
+                cancel.clone(),
+                Box::new(move |e| {
+                    // The receiver outlives the batcher; a send cannot fail while it runs.
+                    let _ = tx.send((i, e));
+                }),
+            );
+        }
+        drop(tx);
+        let mut finishes: Vec<Option<Finish>> = vec![None; requests.len()];
         let mut failure = None;
-        let outputs = engine.run(&batch, |t| {
-            let i = t.request;
-            match texts[i].token(t.id, t.logits, &mut |e| on_event(i, e)) {
-                Ok(_) if cancel.is_cancelled() => ControlFlow::Break(()),
-                Ok(flow) => flow,
-                Err(e) => {
-                    failure = Some(e);
-                    ControlFlow::Break(())
+        let mut deliver = |rx: &mpsc::Receiver<(usize, Event)>| {
+            for (i, event) in rx.try_iter() {
+                match &event {
+                    Event::Finished(f) => finishes[i] = Some(f.clone()),
+                    Event::Failed { message } => {
+                        failure.get_or_insert_with(|| message.clone());
+                    }
+                    _ => {}
                 }
+                on_event(i, event);
             }
-        })?;
-        if let Some(e) = failure {
-            return Err(e);
+        };
+        while batcher.has_work() {
+            batcher.step()?;
+            deliver(&rx);
         }
-        let mut finishes = Vec::with_capacity(requests.len());
-        for (i, (out, text)) in outputs.into_iter().zip(texts).enumerate() {
-            let generation = Generation {
-                prompt_tokens: out.prompt_tokens - out.cached_tokens,
-                cached_tokens: out.cached_tokens,
-                ids: out.ids,
-                stop_reason: out.stop_reason,
-                prefill_time: out.prefill_time,
-                decode_time: out.decode_time,
-            };
-            let p = &requests[i];
-            let finish = text.finish(
-                &generation,
-                p.ids.len(),
-                p.settings.sampling.seed,
-                &mut |e| on_event(i, e),
-            )?;
-            on_event(i, Event::Finished(finish.clone()));
-            finishes.push(finish);
+        drop(batcher);
+        deliver(&rx);
+        if let Some(message) = failure {
+            return Err(GenerateError::RequestFailed { message });
         }
-        Ok(finishes)
+        Ok(finishes.into_iter().flatten().collect())
+    }
+}
+
+/// The request field a grammar came from, for error messages (the CLI maps them to flags).
+fn grammar_field(grammar: &Grammar) -> String {
+    match grammar {
+        Grammar::JsonSchema(_) => "response_format.json_schema.schema",
+        Grammar::JsonObject => "response_format",
+        Grammar::Regex(_) => "regex",
+        Grammar::Lark(_) => "grammar",
+    }
+    .to_string()
+}
+
+/// An invalid grammar is the request's fault: a field error naming where it came from.
+fn grammar_error(field: String, e: ConstraintError) -> GenerateError {
+    match e {
+        ConstraintError::Invalid { .. } => GenerateError::field(field, e.to_string()),
+        other => GenerateError::Constraint(other),
     }
 }
 
@@ -249,19 +380,26 @@ impl ChatSession {
     ) -> Result<Finish, GenerateError> {
         let g = &self.generator;
         let settings = &prepared.settings;
-        let mut sampler = Sampler::new(settings.sampling.clone());
+        let codec = g.codec.as_deref();
+        let mut picker = Picker::new(prepared, codec.and_then(TextCodec::think_ids), &g.stop_ids);
         let options = GenerateOptions {
             max_new_tokens: settings.max_tokens,
             stop_ids: g.stop_ids.clone(),
             ignore_eos: settings.ignore_eos,
             prefill_chunk: self.prefill_chunk,
         };
-        let mut text = Assembler::new(g.codec.as_deref(), settings, &g.stop_ids, &prepared.ids);
+        let mut text = Assembler::new(
+            codec,
+            settings,
+            &g.stop_ids,
+            &prepared.ids,
+            prepared.tool_calls,
+        );
         let mut failure = None;
         let generation = generate(
             &mut self.session,
             &prepared.ids,
-            &mut sampler,
+            &mut picker,
             &options,
             |step| match step {
                 GenerateStep::Prefill { done, total } => {
@@ -285,12 +423,13 @@ impl ChatSession {
         if let Some(e) = failure {
             return Err(e);
         }
-        let finish = text.finish(
+        let mut finish = text.finish(
             &generation,
             prepared.ids.len(),
             settings.sampling.seed,
             &mut on_event,
         )?;
+        finish.constraint = picker.report();
         on_event(Event::Finished(finish.clone()));
         Ok(finish)
     }

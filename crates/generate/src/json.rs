@@ -7,8 +7,8 @@
 //! ignored, as OpenAI clients send many. Our own batch lines are strict instead: an unknown
 //! field there is a typo.
 
-use crate::{Finish, GenerateError, Params, Prompt, Request};
-use nano_infer_tokenizer::ChatMessage;
+use crate::{Finish, GenerateError, Grammar, Params, Prompt, Request, ToolChoice};
+use nano_infer_tokenizer::{ChatFunctionCall, ChatMessage, ChatToolCall};
 use serde_json::{json, Map, Value};
 
 /// What an OpenAI chat-completions body asks for besides the request itself.
@@ -55,9 +55,12 @@ pub fn parse_chat_completion(body: &Value) -> Result<(Request, ChatOptions), Gen
         None => params.max_tokens,
     };
     let options = chat_options(&f)?;
+    let (tools, tool_choice) = tools_and_choice(&f)?;
+    params.tool_choice = tool_choice;
     let prompt = Prompt::Chat {
         messages,
         enable_thinking,
+        tools,
     };
     Ok((Request { prompt, params }, options))
 }
@@ -180,7 +183,87 @@ fn openai_params(f: &Fields<'_>, legacy: bool) -> Result<Params, GenerateError> 
         top_logprobs: if legacy { None } else { f.i64("top_logprobs")? },
         ignore_eos: f.bool("ignore_eos")?.unwrap_or(false),
         no_reasoning_split: false,
+        grammar: response_format(f)?,
+        tool_choice: ToolChoice::Auto,
     })
+}
+
+/// OpenAI's `response_format`: `{"type": "text"}`, `{"type": "json_object"}` or
+/// `{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}` (the schema is
+/// always followed, `strict` or not).
+fn response_format(f: &Fields<'_>) -> Result<Option<Grammar>, GenerateError> {
+    let Some(format) = f.get("response_format") else {
+        return Ok(None);
+    };
+    let rf = Fields::of(format, "response_format")?;
+    match rf.string_named("type", "response_format.type")?.as_deref() {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(Grammar::JsonObject)),
+        Some("json_schema") => {
+            let spec = rf.get("json_schema").ok_or_else(|| {
+                GenerateError::field("response_format.json_schema", "is required")
+            })?;
+            let spec = Fields::of(spec, "response_format.json_schema")?;
+            spec.bool_named("strict", "response_format.json_schema.strict")?;
+            match spec.get("schema") {
+                Some(schema @ (Value::Object(_) | Value::Bool(_))) => {
+                    Ok(Some(Grammar::JsonSchema(schema.clone())))
+                }
+                Some(_) => Err(GenerateError::field(
+                    "response_format.json_schema.schema",
+                    "must be a JSON schema (an object)",
+                )),
+                None => Err(GenerateError::field(
+                    "response_format.json_schema.schema",
+                    "is required",
+                )),
+            }
+        }
+        Some(other) => Err(GenerateError::field(
+            "response_format.type",
+            format!("`{other}` is not one of text, json_object, json_schema"),
+        )),
+        None => Err(GenerateError::field("response_format.type", "is required")),
+    }
+}
+
+/// `tools` (checked when the request is prepared) and `tool_choice`: `auto`, `none`,
+/// `required` or `{"type": "function", "function": {"name"}}`.
+fn tools_and_choice(f: &Fields<'_>) -> Result<(Vec<Value>, ToolChoice), GenerateError> {
+    let tools = match f.get("tools") {
+        Some(Value::Array(list)) => list.clone(),
+        Some(_) => return Err(GenerateError::field("tools", "must be an array of tools")),
+        None => Vec::new(),
+    };
+    let choice = match f.get("tool_choice") {
+        None => ToolChoice::Auto,
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => ToolChoice::Auto,
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Required,
+            other => {
+                return Err(GenerateError::field(
+                    "tool_choice",
+                    format!("`{other}` is not auto, none, required or a function"),
+                ))
+            }
+        },
+        Some(v @ Value::Object(_)) => {
+            let name = v
+                .get("function")
+                .and_then(|func| func.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| GenerateError::field("tool_choice.function.name", "is required"))?;
+            ToolChoice::Function(name.to_string())
+        }
+        Some(_) => {
+            return Err(GenerateError::field(
+                "tool_choice",
+                "must be a string or {\"type\": \"function\", \"function\": {\"name\": ...}}",
+            ))
+        }
+    };
+    Ok((tools, choice))
 }
 
 /// The fields of our own `batch` lines (README, "batch").
@@ -205,6 +288,9 @@ const NATIVE_FIELDS: &[&str] = &[
     "logprobs",
     "top_logprobs",
     "ignore_eos",
+    "response_format",
+    "tools",
+    "tool_choice",
 ];
 
 /// Parses one of our own `batch` lines: exactly one of `messages`, `prompt` (one user turn, or
@@ -269,9 +355,30 @@ pub fn parse_batch_line(line: &Value) -> Result<Request, GenerateError> {
         Prompt::Chat {
             messages,
             enable_thinking: think,
+            tools: Vec::new(),
         }
     };
     let mut params = openai_params(&f, false)?;
+    let (tools, tool_choice) = tools_and_choice(&f)?;
+    params.tool_choice = tool_choice;
+    let prompt = match prompt {
+        Prompt::Chat {
+            messages,
+            enable_thinking,
+            ..
+        } => Prompt::Chat {
+            messages,
+            enable_thinking,
+            tools,
+        },
+        _ if !tools.is_empty() => {
+            return Err(GenerateError::field(
+                "tools",
+                "needs a chat prompt (`messages`, or `prompt` without `raw`)",
+            ))
+        }
+        other => other,
+    };
     if let Some(v) = f.f64("repeat_penalty")? {
         params.repetition_penalty = Some(v);
     }
@@ -320,7 +427,49 @@ fn parse_message(m: &Value, i: usize) -> Result<ChatMessage, GenerateError> {
         role,
         content,
         reasoning_content: f.string_named("reasoning_content", &name("reasoning_content"))?,
-        tool_calls: Vec::new(),
+        tool_calls: match f.get("tool_calls") {
+            Some(Value::Array(calls)) => calls
+                .iter()
+                .enumerate()
+                .map(|(k, c)| parse_tool_call(c, &name(&format!("tool_calls[{k}]"))))
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(GenerateError::field(name("tool_calls"), "must be an array")),
+            None => Vec::new(),
+        },
+    })
+}
+
+/// An assistant message's call, `{"id", "type": "function", "function": {"name",
+/// "arguments"}}`; the arguments string is parsed to the object the template prints (kept as
+/// the string when it is not JSON, which the template prints as it is).
+fn parse_tool_call(c: &Value, at: &str) -> Result<ChatToolCall, GenerateError> {
+    let f = Fields::of(c, at)?;
+    let function = f
+        .get("function")
+        .ok_or_else(|| GenerateError::field(format!("{at}.function"), "is required"))?;
+    let func = Fields::of(function, &format!("{at}.function"))?;
+    let name = func
+        .string_named("name", &format!("{at}.function.name"))?
+        .ok_or_else(|| GenerateError::field(format!("{at}.function.name"), "is required"))?;
+    let arguments = match func.get("arguments") {
+        Some(Value::String(text)) => {
+            serde_json::from_str(text).unwrap_or(Value::String(text.clone()))
+        }
+        Some(v @ Value::Object(_)) => v.clone(),
+        None => json!({}),
+        Some(_) => {
+            return Err(GenerateError::field(
+                format!("{at}.function.arguments"),
+                "must be a string of JSON",
+            ))
+        }
+    };
+    Ok(ChatToolCall {
+        id: f
+            .string_named("id", &format!("{at}.id"))?
+            .unwrap_or_default(),
+        kind: "function".to_string(),
+        function: ChatFunctionCall { name, arguments },
     })
 }
 
@@ -329,6 +478,13 @@ pub fn chat_completion_json(finish: &Finish, id: &str, model: &str, created: u64
     let mut message = json!({ "role": "assistant", "content": finish.content });
     if let Some(reasoning) = &finish.reasoning {
         message["reasoning_content"] = json!(reasoning);
+    }
+    if !finish.tool_calls.is_empty() {
+        message["tool_calls"] = finish.tool_calls.iter().map(|c| c.to_json()).collect();
+        if finish.content.is_empty() {
+            // OpenAI sends `null` content beside calls.
+            message["content"] = Value::Null;
+        }
     }
     json!({
         "id": id,
@@ -460,6 +616,7 @@ mod tests {
         let Prompt::Chat {
             messages,
             enable_thinking,
+            ..
         } = &req.prompt
         else {
             panic!()
@@ -526,6 +683,7 @@ mod tests {
         let Prompt::Chat {
             messages,
             enable_thinking,
+            ..
         } = &req.prompt
         else {
             panic!()

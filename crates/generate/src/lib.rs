@@ -12,8 +12,10 @@ mod generator;
 pub mod json;
 mod logprob;
 mod perplexity;
+mod picker;
 mod request;
 mod stop;
+mod tools;
 
 pub use cancel::CancelToken;
 pub use codec::TextCodec;
@@ -24,8 +26,11 @@ pub use events::{
 };
 pub use generator::{ChatSession, Generator, Prepared, DEFAULT_PREFILL_CHUNK};
 pub use logprob::{log_softmax_at, log_sum_exp};
+pub use nano_infer_constrain::{CompiledGrammar, ConstraintError, Grammar, Vocabulary};
 pub use perplexity::{perplexity, Perplexity, WindowDone, BATCH as PERPLEXITY_BATCH};
+pub use picker::ConstraintReport;
 pub use request::{
     draw_seed, Params, Prompt, Request, Settings, MAX_STOP_STRINGS, MAX_TOP_LOGPROBS,
 };
 pub use stop::{StopMatcher, StopScan};
+pub use tools::{ToolCall, ToolChoice};

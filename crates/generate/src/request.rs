@@ -2,7 +2,8 @@
 //! line, an HTTP body) fills the same [`Params`] overlay, and [`Params::resolve`] lays it over
 //! the model's `generation_config.json` defaults field by field, checking each value.
 
-use crate::GenerateError;
+use crate::{GenerateError, ToolChoice};
+use nano_infer_constrain::Grammar;
 use nano_infer_qwen3::{GenerationDefaults, SamplingParams};
 use nano_infer_tokenizer::ChatMessage;
 use std::collections::hash_map::RandomState;
@@ -24,6 +25,8 @@ pub enum Prompt {
         messages: Vec<ChatMessage>,
         /// Passed to the template as `enable_thinking` when set.
         enable_thinking: Option<bool>,
+        /// Functions offered to the model (OpenAI's `tools`), rendered by the template.
+        tools: Vec<serde_json::Value>,
     },
     /// Plain text, tokenized as it is (no template).
     Text(String),
@@ -46,6 +49,7 @@ impl Prompt {
         Prompt::Chat {
             messages,
             enable_thinking,
+            tools: Vec::new(),
         }
     }
 }
@@ -103,6 +107,10 @@ pub struct Params {
     /// Leave `<think>…</think>` in the content as text instead of splitting it out as
     /// reasoning (OpenAI's legacy completions endpoint returns the raw text).
     pub no_reasoning_split: bool,
+    /// What the answer must match (after the reasoning, when thinking is on).
+    pub grammar: Option<Grammar>,
+    /// Whether the model may, must or must not call the chat's tools.
+    pub tool_choice: ToolChoice,
 }
 
 /// [`Params`] laid over the defaults and checked: what a generation runs with.
