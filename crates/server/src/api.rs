@@ -437,6 +437,15 @@ fn sse_stream(
                     let chunk = s.reply.chunk(json!({ key: text }), logprobs, Value::Null);
                     s.queue.push_back(chunk.to_string());
                 }
+                Event::ToolCall { index, call } if s.reply.api == Api::Chat => {
+                    // One delta per call, whole: OpenAI streams the arguments in pieces, and
+                    // clients concatenate them, so a single piece is read the same way.
+                    let mut call_json = call.to_json();
+                    call_json["index"] = json!(index);
+                    let delta = json!({ "tool_calls": [call_json] });
+                    let chunk = s.reply.chunk(delta, Value::Null, Value::Null);
+                    s.queue.push_back(chunk.to_string());
+                }
                 Event::Finished(f) => {
                     if !s.logprobs.is_empty() {
                         let logprobs = take_logprobs(&mut s.logprobs);

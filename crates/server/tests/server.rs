@@ -620,3 +620,117 @@ fn health_is_503_while_the_model_loads_and_a_failed_load_stops_the_server() {
     let err = handle.wait().unwrap_err();
     assert!(err.to_string().contains("no-such-model"), "{err}");
 }
+
+#[test]
+fn structured_output_and_tool_calls_over_http() {
+    let handle = server(ServerConfig::default());
+    let addr = handle.addr();
+    // response_format json_schema: the answer is JSON of the schema, streamed or not.
+    let schema = json!({"type": "object", "properties": {
+        "city": {"enum": ["Paris", "Oslo"]}, "temp": {"type": "integer", "minimum": -20, "maximum": 40}},
+        "required": ["city", "temp"], "additionalProperties": false});
+    for stream in [false, true] {
+        let body = json!({
+            "messages": [{"role": "user", "content": "Weather?"}], "max_tokens": 60, "seed": 5,
+            "temperature": 1.0, "stream": stream, "chat_template_kwargs": {"enable_thinking": false},
+            "response_format": {"type": "json_schema",
+                                "json_schema": {"name": "w", "schema": schema, "strict": true}},
+        });
+        let reply = post(addr, "/v1/chat/completions", &body);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let content = if stream {
+            streamed(&reply).0
+        } else {
+            reply.json()["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let v: Value = serde_json::from_str(&content).unwrap_or_else(|e| panic!("{e}: {content}"));
+        assert!(
+            ["Paris", "Oslo"].contains(&v["city"].as_str().unwrap()),
+            "{v}"
+        );
+        assert!((-20..=40).contains(&v["temp"].as_i64().unwrap()), "{v}");
+    }
+    // tool_choice required: a call in OpenAI's shape, streamed as a tool_calls delta.
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"enum": ["Paris", "Rome"]}},
+                       "required": ["city"], "additionalProperties": false}}}]);
+    for stream in [false, true] {
+        let body = json!({
+            "messages": [{"role": "user", "content": "Weather in Paris?"}], "max_tokens": 60,
+            "tools": tools, "tool_choice": "required", "stream": stream,
+            "chat_template_kwargs": {"enable_thinking": false},
+        });
+        let reply = post(addr, "/v1/chat/completions", &body);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let (call, reason) = if stream {
+            let (_, chunks) = streamed(&reply);
+            let call = chunks
+                .iter()
+                .find_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0).cloned())
+                .expect("a tool_calls delta");
+            assert_eq!(call["index"], 0);
+            let reason = chunks.iter().find_map(|c| {
+                c["choices"][0]["finish_reason"]
+                    .as_str()
+                    .map(str::to_string)
+            });
+            (call, reason.unwrap())
+        } else {
+            let choice = &reply.json()["choices"][0];
+            assert_eq!(choice["message"]["content"], Value::Null);
+            (
+                choice["message"]["tool_calls"][0].clone(),
+                choice["finish_reason"].as_str().unwrap().to_string(),
+            )
+        };
+        assert_eq!(reason, "tool_calls");
+        assert_eq!(call["type"], "function");
+        assert_eq!(call["function"]["name"], "get_weather");
+        assert!(call["id"].as_str().unwrap().starts_with("call_"));
+        let args: Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert!(
+            ["Paris", "Rome"].contains(&args["city"].as_str().unwrap()),
+            "{args}"
+        );
+    }
+    // The next turn: the assistant's call and the tool's result render back (a 200 answer).
+    let body = json!({
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp\": 18}"}],
+        "tools": tools, "max_tokens": 3,
+    });
+    assert_eq!(post(addr, "/v1/chat/completions", &body).status, 200);
+    // Bad constraints are 400s naming the field, and the server keeps serving.
+    for (body, param) in [
+        (
+            json!({"messages": [{"role": "user", "content": "x"}],
+                "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "nope"}}}}),
+            "response_format.json_schema.schema",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "yaml"}}),
+            "response_format.type",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function",
+                "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "bogus"}}}}}]}),
+            "tools[0].function.parameters",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"}),
+            "tool_choice",
+        ),
+    ] {
+        let reply = post(addr, "/v1/chat/completions", &body);
+        assert_eq!(reply.status, 400, "{}", reply.body);
+        assert_eq!(reply.json()["error"]["param"], param, "{}", reply.body);
+    }
+    assert_eq!(get(addr, "/health").status, 200);
+}
