@@ -160,7 +160,7 @@ mod tests {
         }
         for name in &referenced {
             assert!(
-                ASSETS.iter().any(|a| &a.name == name),
+                ASSETS.iter().any(|a| a.name == name),
                 "{name} is referenced but not embedded"
             );
         }
