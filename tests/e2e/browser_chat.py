@@ -281,6 +281,12 @@ def run_plain_server(driver, server):
         wait(driver, lambda: metrics(server).get("nano_infer_running_sequences") == 1.0, "the request running")
         # Long enough to hold KV blocks of its own beyond the prompt's.
         wait(driver, lambda: len(answer_text(driver) or "") > 1500, "a long stretch of answer")
+        # Another chat can be read meanwhile; back on this one, the answer is still streaming.
+        finds(driver, "#conversations .conversation-title")[1].click()
+        assert find(driver, "#stop").is_displayed() and not finds(driver, "#messages .body.streaming")
+        finds(driver, "#conversations .conversation-title")[0].click()
+        seen = len(answer_text(driver))
+        wait(driver, lambda: len(answer_text(driver)) > seen, "the answer to go on growing once shown again")
         running = metrics(server)
         find(driver, "#stop").click()
         wait(driver, lambda: idle(driver), "the page to stop streaming", 5)
@@ -385,6 +391,28 @@ def run_plain_server(driver, server):
             return [...f.querySelectorAll('*')].map(e => e.tagName);
         """)
         assert kinds == ["P"], kinds
+        # Known answers of the renderer on what streaming and models produce.
+        for source, html in [
+            ("snake_case_name and **unclosed", "<p>snake_case_name and **unclosed</p>"),
+            ("- a\n  - b", "<ul><li><p>a</p><ul><li>b</li></ul></li></ul>"),
+            ("1. x\n\n2. y", "<ol><li>x</li><li>y</li></ol>"),
+            ("> quoted *text*", "<blockquote><p>quoted <em>text</em></p></blockquote>"),
+            ("## Title\nline one\nline two", "<h2>Title</h2><p>line one<br>line two</p>"),
+            ("a & b < c", "<p>a &amp; b &lt; c</p>"),
+        ]:
+            got = js(driver, """
+                const div = document.createElement('div');
+                div.append(window.nanoInfer.renderMarkdown(arguments[0]));
+                return div.innerHTML;
+            """, source)
+            assert got == html, (source, got, html)
+        # A fence still streaming (no closing ```) is already a code block.
+        streaming_code = js(driver, """
+            const div = document.createElement('div');
+            div.append(window.nanoInfer.renderMarkdown('Here:\\n```rust\\nfn main() { let x = 1;'));
+            return div.querySelector('pre code').textContent;
+        """)
+        assert streaming_code == "fn main() { let x = 1;", streaming_code
         # Copy puts the code block's text on the clipboard.
         driver.execute_cdp_cmd("Browser.grantPermissions", {
             "origin": server.url, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]})

@@ -72,7 +72,6 @@ function renderConversationList() {
 }
 
 function selectConversation(id) {
-  if (state.streaming) return;
   state.currentId = id;
   saveCurrentId(id);
   renderConversationList();
@@ -82,7 +81,6 @@ function selectConversation(id) {
 }
 
 function newChat() {
-  if (state.streaming) return;
   state.currentId = null;
   saveCurrentId(null);
   renderConversationList();
@@ -155,12 +153,18 @@ function messageArticle(conversation, m, index) {
 /** (Re)builds an assistant article: thinking block, answer, live line, actions. */
 function fillAssistant(article, conversation, m, index) {
   const streaming = state.streaming && state.streaming.message === m;
-  let details = article.querySelector('details.thinking');
-  const wasOpen = details ? details.open : streaming && !m.content;
+  const old = article.querySelector('details.thinking');
+  // Open while the model thinks; closed once the answer starts (once: the reader may open it
+  // again); a finished answer's thinking starts closed.
+  let open = old ? old.open : streaming && !m.content;
+  if (streaming && m.content && !article.dataset.thinkingClosed) {
+    article.dataset.thinkingClosed = 'yes';
+    open = false;
+  }
   article.replaceChildren();
   if (m.reasoning) {
-    details = el('details', 'thinking');
-    details.open = wasOpen;
+    const details = el('details', 'thinking');
+    details.open = open;
     const summary = el('summary', null, streaming && !m.content ? 'Thinking\u2026' : 'Thinking');
     details.append(summary, el('div', 'thinking-body', m.reasoning));
     article.append(details);
@@ -174,7 +178,15 @@ function fillAssistant(article, conversation, m, index) {
   if (!streaming) {
     const actions = el('div', 'actions');
     actions.append(
-      button('Copy', (e) => copyText(m.content).then(() => (e.target.textContent = 'Copied')), 'link')
+      button(
+        'Copy',
+        (e) =>
+          copyText(m.content).then(
+            () => (e.target.textContent = 'Copied'),
+            () => (e.target.textContent = 'Copy failed')
+          ),
+        'link'
+      )
     );
     if (index === conversation.messages.length - 1) {
       actions.append(button('Regenerate', () => regenerate(conversation), 'link regenerate'));
@@ -277,11 +289,18 @@ async function answer(conversation) {
   let lastAt = null;
   let pieces = 0;
   let frame = 0;
+  // The answer's article now: the reader may switch chats and back while it streams, which
+  // renders a new one (null while another chat is shown).
+  const shown = () => {
+    const a = articles.get(m);
+    return a && a.isConnected ? a : null;
+  };
   const redraw = () => {
     frame = 0;
-    if (articles.get(m) !== article || !article.isConnected) return;
+    const a = shown();
+    if (!a) return;
     const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
-    fillAssistant(article, conversation, m, conversation.messages.indexOf(m));
+    fillAssistant(a, conversation, m, conversation.messages.indexOf(m));
     if (nearBottom) box.scrollTop = box.scrollHeight;
   };
   const onDelta = ({ reasoning, content }) => {
@@ -323,11 +342,12 @@ async function answer(conversation) {
     setBusy(false);
     persist();
     renderConversationList();
-    if (articles.get(m) === article && article.isConnected) {
-      fillAssistant(article, conversation, m, conversation.messages.indexOf(m));
+    const a = shown();
+    if (a) {
+      fillAssistant(a, conversation, m, conversation.messages.indexOf(m));
       // The previous answer loses its Regenerate button: only the last one has it.
-      box.querySelectorAll('article.assistant').forEach((a) => {
-        if (a !== article) a.querySelector('.regenerate')?.remove();
+      box.querySelectorAll('article.assistant').forEach((other) => {
+        if (other !== a) other.querySelector('.regenerate')?.remove();
       });
     }
   }
