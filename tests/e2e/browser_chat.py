@@ -425,6 +425,7 @@ def run_plain_server(driver, server):
         assert clipboard == code.get_attribute("textContent"), clipboard
         os.makedirs(os.path.dirname(SCREENSHOT), exist_ok=True)
         find(driver, "#toggle-settings").click()
+        js(driver, "document.getElementById('messages').scrollTop = 0")
         driver.save_screenshot(SCREENSHOT)
         print(f"     screenshot: {SCREENSHOT}", flush=True)
         assert severe_console_messages(driver) == [], severe_console_messages(driver)
