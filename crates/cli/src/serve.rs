@@ -42,7 +42,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         Generator::load(&model_dir, &options, &mut |_| {})
     })?;
     note!(
-        "listening on http://{} (loading {}; /health says when it is ready; Ctrl-C stops)",
+        "listening on http://{}/ (a chat page there; loading {}; /health says when it is ready; Ctrl-C stops)",
         handle.addr(),
         dir.display()
     );

@@ -6,6 +6,7 @@ mod api;
 mod engine;
 mod error;
 mod metrics;
+mod webui;
 
 pub use error::ApiError;
 
@@ -36,7 +37,8 @@ pub struct ServerConfig {
     pub host: String,
     /// Port (0: any free one; [`ServerHandle::addr`] tells which).
     pub port: u16,
-    /// Require `Authorization: Bearer KEY` on every endpoint but `/health`.
+    /// Require `Authorization: Bearer KEY` on every endpoint but `/health` and the chat page
+    /// (`/` and its assets).
     pub api_key: Option<String>,
     /// The model's name in `/v1/models` and answers (default: the model folder's name).
     pub alias: Option<String>,
@@ -317,17 +319,22 @@ fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/tokenize", post(api::tokenize))
         .route("/detokenize", post(api::detokenize))
+        .route("/", get(webui::index))
+        .route("/webui/{name}", get(webui::asset))
         .fallback(api::not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&app), guard))
         .layer(RequestBodyLimitLayer::new(app.config.max_body_bytes))
         .with_state(app)
 }
 
-/// Every request: the API key, then the answer's status into the metrics.
+/// Every request: the API key, then the answer's status into the metrics. `/health` and the
+/// chat page need no key: a probe must see readiness, and the page (which holds no data) must
+/// load to ask the user for the key it then sends with each API call.
 async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let endpoint = endpoint_label(request.uri().path());
+    let public = endpoint == "health" || webui::is_page_path(request.uri().path());
     let response = match &app.config.api_key {
-        Some(key) if endpoint != "health" && !authorized(&request, key) => ApiError::new(
+        Some(key) if !public && !authorized(&request, key) => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "authentication_error",
             "a valid API key is required: Authorization: Bearer KEY",
@@ -370,6 +377,7 @@ fn endpoint_label(path: &str) -> &'static str {
         "/metrics" => "metrics",
         "/tokenize" => "tokenize",
         "/detokenize" => "detokenize",
+        p if webui::is_page_path(p) => "webui",
         _ => "other",
     }
 }

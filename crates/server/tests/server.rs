@@ -1,6 +1,6 @@
 //! The server over real sockets on 127.0.0.1 with a fixture model: answers equal the
 //! library's, concurrency changes nothing, every error path has its status and OpenAI's shape,
-//! a dropped client frees its slot, shutdown drains.
+//! a dropped client frees its slot, shutdown drains, the chat page is served with its policy.
 
 use nano_infer_generate::json::parse_chat_completion;
 use nano_infer_generate::{CancelToken, Generator};
@@ -733,4 +733,142 @@ fn structured_output_and_tool_calls_over_http() {
         assert_eq!(reply.json()["error"]["param"], param, "{}", reply.body);
     }
     assert_eq!(get(addr, "/health").status, 200);
+
+/// A response header's value (names compared without case).
+fn header<'a>(reply: &'a Reply, name: &str) -> Option<&'a str> {
+    reply.headers.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[test]
+fn the_chat_page_is_served_with_its_assets_and_a_strict_policy() {
+    let handle = server(ServerConfig {
+        api_key: Some("sk-page".into()),
+        ..ServerConfig::default()
+    });
+    let addr = handle.addr();
+    // The page and its files need no key: the page asks for it.
+    let page = get(addr, "/");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(
+        header(&page, "content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let policy = header(&page, "content-security-policy").expect("a CSP header");
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(policy.contains(directive), "{directive} in {policy}");
+    }
+    assert!(!policy.contains("unsafe-inline") && !policy.contains("unsafe-eval"));
+    assert_eq!(header(&page, "x-content-type-options"), Some("nosniff"));
+    assert!(page
+        .body
+        .contains(r#"<script type="module" src="webui/app.js">"#));
+    // No inline script: every <script> has a src (the policy would block any other).
+    assert_eq!(
+        page.body.matches("<script").count(),
+        page.body.matches("<script type=\"module\" src=").count()
+    );
+    for (path, content_type, needle) in [
+        (
+            "/webui/app.js",
+            "text/javascript; charset=utf-8",
+            "streamChat",
+        ),
+        (
+            "/webui/chat.js",
+            "text/javascript; charset=utf-8",
+            "v1/chat/completions",
+        ),
+        (
+            "/webui/markdown.js",
+            "text/javascript; charset=utf-8",
+            "export function renderMarkdown",
+        ),
+        (
+            "/webui/highlight.js",
+            "text/javascript; charset=utf-8",
+            "export function highlight",
+        ),
+        (
+            "/webui/store.js",
+            "text/javascript; charset=utf-8",
+            "localStorage",
+        ),
+        ("/webui/style.css", "text/css; charset=utf-8", "#composer"),
+        ("/webui/favicon.svg", "image/svg+xml", "<svg"),
+    ] {
+        let asset = get(addr, path);
+        assert_eq!(asset.status, 200, "{path}: {}", asset.body);
+        assert_eq!(header(&asset, "content-type"), Some(content_type), "{path}");
+        assert!(
+            header(&asset, "content-security-policy").is_some(),
+            "{path}"
+        );
+        assert!(asset.body.contains(needle), "{path} holds {needle}");
+    }
+    // Any other name under /webui/ is a clean 404 in OpenAI's error shape, key or not.
+    for path in [
+        "/webui/nope.js",
+        "/webui/",
+        "/webui/..%2Fapi.rs",
+        "/webui/app.js/x",
+    ] {
+        let reply = get(addr, path);
+        assert_eq!(reply.status, 404, "{path}: {}", reply.body);
+        assert_eq!(reply.json()["error"]["type"], "not_found_error", "{path}");
+    }
+    // Only `/` and /webui/ are the page's: another path is the API's, and wants the key.
+    assert_eq!(get(addr, "/index.html").status, 401);
+    // The API still wants the key.
+    assert_eq!(get(addr, "/v1/models").status, 401);
+    let auth = [("Authorization", "Bearer sk-page")];
+    assert_eq!(http(addr, "GET", "/v1/models", "", &auth).status, 200);
+    let metrics = http(addr, "GET", "/metrics", "", &auth).body;
+    assert!(
+        metrics.contains(r#"nano_infer_requests_total{endpoint="webui",status="200"}"#),
+        "{metrics}"
+    );
+    handle.shutdown().unwrap();
+}
+
+/// The page's live line reads `usage.prompt_tokens_details.cached_tokens` from the last chunk
+/// of a stream: the same system prompt twice, and the second stream says what was reused.
+#[test]
+fn a_streamed_answer_reports_its_cached_prompt_tokens() {
+    let handle = server(ServerConfig::default());
+    let addr = handle.addr();
+    let system = "You are a helpful assistant. ".repeat(8);
+    let body = |q: &str| {
+        json!({
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": q}],
+            "max_tokens": 2, "stream": true, "stream_options": {"include_usage": true},
+        })
+    };
+    let usage = |q: &str| {
+        let reply = post(addr, "/v1/chat/completions", &body(q));
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let (_, chunks) = streamed(&reply);
+        let last = chunks.last().unwrap().clone();
+        assert_eq!(last["choices"], json!([]), "{last}");
+        last["usage"].clone()
+    };
+    let first = usage("first");
+    assert_eq!(
+        first["prompt_tokens_details"]["cached_tokens"], 0,
+        "{first}"
+    );
+    let second = usage("second");
+    let cached = second["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    let prompt = second["prompt_tokens"].as_u64().unwrap();
+    assert!(cached >= 48 && cached < prompt, "{second}");
+    handle.shutdown().unwrap();
 }
