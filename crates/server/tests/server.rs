@@ -733,6 +733,7 @@ fn structured_output_and_tool_calls_over_http() {
         assert_eq!(reply.json()["error"]["param"], param, "{}", reply.body);
     }
     assert_eq!(get(addr, "/health").status, 200);
+}
 
 /// A response header's value (names compared without case).
 fn header<'a>(reply: &'a Reply, name: &str) -> Option<&'a str> {
