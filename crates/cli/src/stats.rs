@@ -99,7 +99,7 @@ pub fn print_generation(f: &Finish, session: &Session<'_>, total: Duration) {
     );
     if let Some(c) = &f.constraint {
         note!(
-            "constraint: {} masks in {:.3} s, {:.3} ms each; {:.1}% of the decode time",
+            "constraint: {} masks in {:.3} s, {:.3} ms each; {:.2}% of the decode time",
             c.masks,
             c.mask_time.as_secs_f64(),
             1000.0 * c.mask_time.as_secs_f64() / c.masks.max(1) as f64,

@@ -1385,3 +1385,70 @@ fn a_memory_budget_sizes_the_context_to_the_prompt() {
     assert_eq!(out["usage"]["prompt_tokens"], 5000);
     assert_eq!(out["finish_reason"], "length");
 }
+
+#[test]
+fn constraint_flags_shape_the_answer_and_bad_ones_name_the_flag() {
+    let dir = fixture("bf16_fullvocab");
+    let dir = dir.to_str().unwrap();
+    let tmp = std::env::temp_dir().join(format!("nano-infer-schema-{}.json", std::process::id()));
+    std::fs::write(
+        &tmp,
+        r#"{"type": "object", "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 9}},
+            "required": ["n"], "additionalProperties": false}"#,
+    )
+    .unwrap();
+    let base = [
+        "-m",
+        dir,
+        "-p",
+        "Number?",
+        "--no-think",
+        "-l",
+        "40",
+        "-s",
+        "3",
+        "--json",
+    ];
+    let out = run_json(&[&base[..], &["--json-schema", tmp.to_str().unwrap()]].concat());
+    let v: Value = serde_json::from_str(out["content"].as_str().unwrap()).unwrap();
+    assert!((1..=9).contains(&v["n"].as_i64().unwrap()), "{out}");
+    assert_eq!(out["constraint_complete"], true);
+    assert_eq!(out["finish_reason"], "stop");
+    let out = run_json(&[&base[..], &["--regex", "(yes|no)"]].concat());
+    assert!(
+        ["yes", "no"].contains(&out["content"].as_str().unwrap()),
+        "{out}"
+    );
+    // A budget too small: finish length, and a warning that the answer does not parse.
+    let cut = run(&[
+        "-m",
+        dir,
+        "-p",
+        "Number?",
+        "--no-think",
+        "-l",
+        "2",
+        "--regex",
+        "[a-z]{80}",
+    ]);
+    assert!(cut.status.success());
+    assert!(
+        stderr(&cut).contains("before its grammar was complete"),
+        "{}",
+        stderr(&cut)
+    );
+    // Bad constraints: one line naming the flag, exit 1, nothing generated.
+    let bad = run(&["-m", dir, "-p", "x", "--regex", "("]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).starts_with("error: --regex invalid regex"),
+        "{}",
+        stderr(&bad)
+    );
+    assert!(stdout(&bad).is_empty());
+    std::fs::write(&tmp, "{not json").unwrap();
+    let bad = run(&["-m", dir, "-p", "x", "--json-schema", tmp.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("--json-schema") && stderr(&bad).contains("not valid JSON"));
+    std::fs::remove_file(&tmp).ok();
+}

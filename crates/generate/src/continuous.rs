@@ -8,9 +8,10 @@
 //! prompt faster than 32, which took the step onto the panel path at 14x) and the engine's
 //! long chunk when nothing else runs.
 //!
-//! Admission (as `BatchEngine::run`): a request starts when fewer than `max_batch` run and the
-//! KV pool, after evicting unused cached prefixes, can hold every running request's worst case
-//! (prompt + `max_tokens`), so a step never runs out of blocks mid-way; others wait in order.
+//! Admission (as `BatchEngine::run`): a request starts when no other is still prefilling, fewer
+//! than `max_batch` run, and the KV pool, after evicting unused cached prefixes, can hold every
+//! running request's worst case (prompt + `max_tokens`), so a step never runs out of blocks
+//! mid-way; others wait in order.
 //! Prompts are matched against the engine's prefix cache when they start, so a chat that
 //! resends its history, or many clients with one system prompt, prefill only what is new.
 //!
@@ -262,7 +263,13 @@ impl<'g> Batcher<'g> {
     fn admit(&mut self) -> Result<(), GenerateError> {
         let bs = self.engine.options().block_size;
         let ctx = self.generator.model().ctx_size();
-        while self.running.len() < self.engine.options().max_batch {
+        // One prompt is prefilled at a time, so a request waiting while another prefills loses
+        // nothing by starting after it, and gains its blocks: the prefix cache only holds a
+        // prompt once it is prefilled, and a batch of prompts with one system prompt would
+        // otherwise all compute it.
+        while self.running.len() < self.engine.options().max_batch
+            && self.running.iter().all(|r| r.prefill_time.is_some())
+        {
             let Some(w) = self.waiting.pop_front() else {
                 break;
             };
