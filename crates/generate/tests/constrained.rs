@@ -294,12 +294,8 @@ fn the_batch_engine_follows_each_requests_own_grammar() {
     let prepared: Vec<_> = SEEDS
         .iter()
         .map(|&seed| {
-            let grammar = if seed % 2 == 0 {
-                Some(Grammar::JsonSchema(schema.clone()))
-            } else {
-                Some(Grammar::Regex("(yes|no)!".into()))
-            };
-            g.prepare(&request("Go.", grammar, seed, 60)).unwrap()
+            g.prepare(&request("Go.", prepared_grammar(seed, schema), seed, 60))
+                .unwrap()
         })
         .collect();
     let finishes = g
@@ -312,7 +308,7 @@ fn the_batch_engine_follows_each_requests_own_grammar() {
         .unwrap();
     for (seed, finish) in SEEDS.iter().zip(&finishes) {
         assert_eq!(finish.reason(), FinishReason::Stop, "{finish:?}");
-        if seed % 2 == 0 {
+        if seed.is_multiple_of(2) {
             let v: Value = serde_json::from_str(&finish.content).unwrap();
             assert!(validator.is_valid(&v), "{schema_name}: {v}");
         } else {
@@ -328,8 +324,9 @@ fn the_batch_engine_follows_each_requests_own_grammar() {
     }
 }
 
+/// Even seeds follow the schema, odd ones a regex.
 fn prepared_grammar(seed: u64, schema: &Value) -> Option<Grammar> {
-    if seed % 2 == 0 {
+    if seed.is_multiple_of(2) {
         Some(Grammar::JsonSchema(schema.clone()))
     } else {
         Some(Grammar::Regex("(yes|no)!".into()))
