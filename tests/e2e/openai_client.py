@@ -3,6 +3,7 @@
 Usage: python openai_client.py QWEN3_INFER_BINARY MODEL_DIR
 """
 
+import json
 import sys
 
 import openai
@@ -85,7 +86,63 @@ with Server(BINARY, MODEL, "--alias", "qwen3-fixture") as server:
             else:
                 raise AssertionError(f"{bad} was accepted")
 
+    no_think = {"chat_template_kwargs": {"enable_thinking": False}}
+    weather = [{"type": "function", "function": {
+        "name": "get_weather", "description": "Current weather for a city.",
+        "parameters": {"type": "object", "properties": {
+            "city": {"type": "string", "enum": ["Paris", "Oslo"]},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"], "additionalProperties": False}}}]
+
+    def json_schema():
+        schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 9},
+                  "ok": {"type": "boolean"}}, "required": ["n", "ok"], "additionalProperties": False}
+        r = client.chat.completions.create(
+            model="qwen3-fixture", messages=messages, max_tokens=40, temperature=1.0, seed=3,
+            response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": schema, "strict": True}},
+            extra_body=no_think)
+        value = json.loads(r.choices[0].message.content)
+        assert 1 <= value["n"] <= 9 and isinstance(value["ok"], bool), value
+
+    def tool_call():
+        r = client.chat.completions.create(
+            model="qwen3-fixture", max_tokens=60, tools=weather, tool_choice="required",
+            messages=[{"role": "user", "content": "Weather in Paris?"}], extra_body=no_think)
+        choice = r.choices[0]
+        assert choice.finish_reason == "tool_calls", choice
+        call = choice.message.tool_calls[0]
+        args = json.loads(call.function.arguments)
+        assert call.type == "function" and call.function.name == "get_weather", call
+        assert args["city"] in ("Paris", "Oslo") and args["unit"] in ("celsius", "fahrenheit"), args
+        # The client's own stream accumulation: deltas with an index, an id and the arguments.
+        stream = client.chat.completions.create(
+            model="qwen3-fixture", max_tokens=60, tools=weather,
+            tool_choice={"type": "function", "function": {"name": "get_weather"}},
+            messages=[{"role": "user", "content": "Weather in Oslo?"}], stream=True, extra_body=no_think)
+        calls, reasons = {}, []
+        for chunk in stream:
+            for c in chunk.choices:
+                for d in c.delta.tool_calls or []:
+                    entry = calls.setdefault(d.index, {"id": d.id, "name": "", "arguments": ""})
+                    entry["name"] += d.function.name or ""
+                    entry["arguments"] += d.function.arguments or ""
+                if c.finish_reason:
+                    reasons.append(c.finish_reason)
+        assert reasons == ["tool_calls"] and list(calls) == [0], (reasons, calls)
+        assert calls[0]["name"] == "get_weather" and calls[0]["id"].startswith("call_"), calls
+        json.loads(calls[0]["arguments"])
+        # The next turn: the call and its result go back through the template.
+        follow = client.chat.completions.create(
+            model="qwen3-fixture", max_tokens=4, tools=weather, messages=[
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": call.id, "type": "function",
+                     "function": {"name": call.function.name, "arguments": call.function.arguments}}]},
+                {"role": "tool", "tool_call_id": call.id, "content": '{"temp": 18}'}])
+        assert follow.choices[0].message is not None
+
     for name, fn in [
+        ("json schema", json_schema), ("tool call", tool_call),
         ("models", models), ("chat", chat), ("chat streamed", chat_stream), ("logprobs", logprobs),
         ("stop string", stop_string), ("completions", completions), ("seed repeats", seed_repeats),
         ("errors", errors),
