@@ -15,6 +15,17 @@ use nano_infer_qwen3::{Generation, StopReason};
 use nano_infer_tokenizer::StreamDecoder;
 use std::ops::ControlFlow;
 
+/// Whether `prompt` leaves a `<think>` open (its last `<think>` comes after its last
+/// `</think>`): the answer then starts in the reasoning.
+pub(crate) fn ends_inside_think(prompt: &[u32], (open, close): (u32, u32)) -> bool {
+    let last = |tag: u32| prompt.iter().rposition(|&id| id == tag);
+    match (last(open), last(close)) {
+        (Some(o), Some(c)) => o > c,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
 /// The text-level state of one generation.
 #[derive(Debug)]
 pub(crate) struct Assembler<'t> {
@@ -56,14 +67,7 @@ impl<'t> Assembler<'t> {
         let think = codec
             .and_then(TextCodec::think_ids)
             .filter(|_| settings.split_reasoning);
-        let open_in_prompt = think.is_some_and(|(open, close)| {
-            let last = |tag: u32| prompt.iter().rposition(|&id| id == tag);
-            match (last(open), last(close)) {
-                (Some(o), Some(c)) => o > c,
-                (Some(_), None) => true,
-                _ => false,
-            }
-        });
+        let open_in_prompt = think.is_some_and(|tags| ends_inside_think(prompt, tags));
         Self {
             codec,
             decoder: codec.map(|c| StreamDecoder::new(c.tokenizer(), true)),

@@ -8,6 +8,7 @@
 //! - `Grammar`: the grammar's mask, which allows the stop ids only where the output is
 //!   complete.
 
+use crate::assembler::ends_inside_think;
 use crate::Prepared;
 use nano_infer_constrain::{ConstraintError, ConstraintState};
 use nano_infer_qwen3::{ModelError, Sampler, TokenPicker};
@@ -54,14 +55,7 @@ impl Picker {
     /// The picker of a prepared request: its sampler, and its grammar from the right phase.
     pub fn new(prepared: &Prepared, think: Option<(u32, u32)>, stop_ids: &[u32]) -> Self {
         let constraint = prepared.grammar.as_ref().map(|grammar| {
-            let open_in_prompt = think.is_some_and(|(open, close)| {
-                let last = |tag: u32| prepared.ids.iter().rposition(|&id| id == tag);
-                match (last(open), last(close)) {
-                    (Some(o), Some(c)) => o > c,
-                    (Some(_), None) => true,
-                    _ => false,
-                }
-            });
+            let open_in_prompt = think.is_some_and(|tags| ends_inside_think(&prepared.ids, tags));
             let phase = if think.is_some() && open_in_prompt {
                 Phase::Reasoning
             } else if think.is_some() && prepared.may_think {
