@@ -151,7 +151,7 @@ impl Generator {
                     "`required` or a named function needs `tools`",
                 ))
             }
-            ToolChoice::Required => Some(call_grammar(&functions)),
+            ToolChoice::Required => Some(call_grammar(&functions)?),
             ToolChoice::Function(name) => {
                 let spec = functions.iter().find(|f| &f.name == name).ok_or_else(|| {
                     GenerateError::field(
@@ -159,7 +159,7 @@ impl Generator {
                         format!("no tool is named `{name}`"),
                     )
                 })?;
-                Some(call_grammar(std::slice::from_ref(spec)))
+                Some(call_grammar(std::slice::from_ref(spec))?)
             }
             ToolChoice::Auto | ToolChoice::None => None,
         };

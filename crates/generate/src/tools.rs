@@ -132,40 +132,70 @@ pub(crate) fn check_tools(tools: &[Value]) -> Result<Vec<FunctionSpec>, Generate
 }
 
 /// The JSON schema of one call `{"name": <name>, "arguments": <parameters>}`, names first as
-/// the template's instructions show it.
+/// the template's instructions show it. The parameters' `$defs` / `definitions` move to the
+/// call's root, where their `#/$defs/...` references now point.
 pub(crate) fn call_schema(spec: &FunctionSpec) -> Value {
-    json!({
+    let mut parameters = spec.parameters.clone();
+    let mut schema = json!({
         "type": "object",
-        "properties": {
-            "name": {"const": spec.name},
-            "arguments": spec.parameters,
-        },
+        "properties": {"name": {"const": spec.name}},
         "required": ["name", "arguments"],
         "additionalProperties": false,
-    })
+    });
+    for key in ["$defs", "definitions"] {
+        if let Some(defs) = parameters.as_object_mut().and_then(|p| p.remove(key)) {
+            schema[key] = defs;
+        }
+    }
+    schema["properties"]["arguments"] = parameters;
+    schema
 }
 
 /// The grammar of exactly one call to one of `functions`, in Qwen3's format: the
-/// `<tool_call>` token, a newline, the call's JSON, a newline, `</tool_call>`.
-pub(crate) fn call_grammar(functions: &[FunctionSpec]) -> Grammar {
+/// `<tool_call>` token, a newline, the call's JSON, a newline, `</tool_call>`. Definitions
+/// of several functions share the root; one name defined differently by two of them is an
+/// error naming the second.
+pub(crate) fn call_grammar(functions: &[FunctionSpec]) -> Result<Grammar, GenerateError> {
     let options = json!({
         "whitespace_flexible": false,
         "item_separator": ", ",
         "key_separator": ": ",
     });
-    let schema = if functions.len() == 1 {
-        let mut s = call_schema(&functions[0]);
-        s["x-guidance"] = options;
-        s
+    let mut schema = if functions.len() == 1 {
+        call_schema(&functions[0])
     } else {
-        json!({
-            "anyOf": functions.iter().map(call_schema).collect::<Vec<_>>(),
-            "x-guidance": options,
-        })
+        let mut root = json!({});
+        let mut calls = Vec::new();
+        for (i, spec) in functions.iter().enumerate() {
+            let mut call = call_schema(spec);
+            for key in ["$defs", "definitions"] {
+                let Some(Value::Object(defs)) = call.as_object_mut().and_then(|c| c.remove(key))
+                else {
+                    continue;
+                };
+                let shared = &mut root[key];
+                if shared.is_null() {
+                    *shared = json!({});
+                }
+                for (name, def) in defs {
+                    if shared.get(&name).is_some_and(|d| d != &def) {
+                        return Err(GenerateError::field(
+                            format!("tools[{i}].function.parameters"),
+                            format!("`{key}/{name}` is defined differently by another tool"),
+                        ));
+                    }
+                    shared[name.as_str()] = def;
+                }
+            }
+            calls.push(call);
+        }
+        root["anyOf"] = Value::Array(calls);
+        root
     };
-    Grammar::Lark(format!(
+    schema["x-guidance"] = options;
+    Ok(Grammar::Lark(format!(
         "start: <tool_call> \"\\n\" call \"\\n\" </tool_call>\ncall: %json {schema}\n"
-    ))
+    )))
 }
 
 /// Reads the text between `<tool_call>` and `</tool_call>` as a call: a JSON object with a
@@ -238,6 +268,30 @@ mod tests {
             assert_eq!(parse_call(bad), None, "{bad}");
         }
         assert_ne!(new_call_id(), new_call_id());
+    }
+
+    #[test]
+    fn parameter_definitions_move_to_the_call_root() {
+        let tools = [
+            json!({"type": "function", "function": {"name": "f", "parameters": {
+            "type": "object", "properties": {"p": {"$ref": "#/$defs/point"}},
+            "$defs": {"point": {"type": "object", "properties": {"x": {"type": "integer"}}}}}}}),
+        ];
+        let specs = check_tools(&tools).unwrap();
+        let schema = call_schema(&specs[0]);
+        assert_eq!(schema["$defs"]["point"]["type"], "object");
+        assert!(schema["properties"]["arguments"].get("$defs").is_none());
+        let clash = [
+            tools[0].clone(),
+            json!({"type": "function", "function": {"name": "g", "parameters": {
+                "type": "object", "$defs": {"point": {"type": "string"}}}}}),
+        ];
+        match call_grammar(&check_tools(&clash).unwrap()) {
+            Err(GenerateError::InvalidField { field, .. }) => {
+                assert_eq!(field, "tools[1].function.parameters")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -332,3 +332,25 @@ fn prepared_grammar(seed: u64, schema: &Value) -> Option<Grammar> {
         Some(Grammar::Regex("(yes|no)!".into()))
     }
 }
+
+#[test]
+fn a_tool_with_definitions_gets_valid_calls() {
+    let tool = json!({"type": "function", "function": {"name": "move_to", "parameters": {
+        "type": "object", "properties": {"to": {"$ref": "#/$defs/point"}}, "required": ["to"],
+        "additionalProperties": false,
+        "$defs": {"point": {"type": "object", "properties": {
+            "x": {"type": "integer", "minimum": 0, "maximum": 9},
+            "y": {"type": "integer", "minimum": 0, "maximum": 9}},
+            "required": ["x", "y"], "additionalProperties": false}}}}});
+    let validator = jsonschema::validator_for(&tool["function"]["parameters"]).unwrap();
+    for seed in SEEDS {
+        let mut r = tool_request(ToolChoice::Required, seed);
+        if let Prompt::Chat { tools, .. } = &mut r.prompt {
+            *tools = vec![tool.clone()];
+        }
+        let (finish, _) = run(&r);
+        assert_eq!(finish.reason(), FinishReason::ToolCalls, "{finish:?}");
+        let args: Value = serde_json::from_str(&finish.tool_calls[0].arguments).unwrap();
+        assert!(validator.is_valid(&args), "{args}");
+    }
+}
