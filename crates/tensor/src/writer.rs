@@ -11,7 +11,9 @@
 //! destination. The temporary file is unique to the writer (process id, a counter, the clock in
 //! its name; `create_new`), so concurrent writers of one destination never share one, and the
 //! rename makes the switch atomic: a reader opens either a complete file or the previous one.
-//! A writer dropped before `finish` (an error, a panic) removes its temporary file.
+//! A writer dropped before `finish` (an error, a panic) removes its temporary file; one killed
+//! leaves it behind, so `create` removes the temporary files of the same destination that
+//! nobody has written to for [`STALE_TEMP`] (a live writer appends continuously).
 //!
 //! No fsync: the only user is a cache whose readers verify a hash of every tensor, so a file
 //! torn by a crash after the rename is refused and rebuilt; syncing gigabytes would cost the
@@ -30,6 +32,10 @@ const DATA_ALIGN: usize = 4096;
 
 /// Bytes kept free in the header beyond the placeholder metadata, for the final one.
 const HEADER_SLACK: usize = 4096;
+
+/// A temporary file of the same destination untouched for this long belongs to a writer that
+/// died (writers append for seconds per tensor at most), and is removed by the next `create`.
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// A safetensors file being written under a temporary name; see the module docs.
 #[derive(Debug)]
@@ -58,6 +64,7 @@ impl SafetensorsWriter {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let dir = dest.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io(dir))?;
+        remove_stale_temps(dest);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -186,6 +193,29 @@ impl Drop for SafetensorsWriter {
     }
 }
 
+/// Removes `dest`'s temporary files (`<dest>.tmp-*`) not modified for [`STALE_TEMP`]. Best
+/// effort: a failure only leaves the file for the next time.
+fn remove_stale_temps(dest: &Path) {
+    let (Some(dir), Some(name)) = (dest.parent(), dest.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_TEMP);
+        if stale && entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// The JSON header: `__metadata__` first, then the tensors with consecutive offsets.
 fn header_json(
     tensors: &[(String, Dtype, Vec<usize>, u64)],
@@ -265,6 +295,37 @@ mod tests {
         // The data section starts on a page boundary.
         let header_len = u64::from_le_bytes(std::fs::read(&dest).unwrap()[..8].try_into().unwrap());
         assert_eq!((8 + header_len) % DATA_ALIGN as u64, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_killed_writers_old_temporary_file_is_removed_and_a_live_ones_kept() {
+        let dir = scratch("stale");
+        std::fs::create_dir_all(&dir).unwrap();
+        let dest = dir.join("cache.safetensors");
+        let old = dir.join("cache.safetensors.tmp-1-0-0");
+        let live = dir.join("cache.safetensors.tmp-2-0-0");
+        let other = dir.join("other.safetensors.tmp-1-0-0");
+        for f in [&old, &live, &other] {
+            std::fs::write(f, b"partial").unwrap();
+        }
+        let long_ago = std::time::SystemTime::now() - 2 * STALE_TEMP;
+        for f in [&old, &other] {
+            std::fs::File::options()
+                .write(true)
+                .open(f)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        let w = SafetensorsWriter::create(&dest, &[], &BTreeMap::new()).unwrap();
+        assert!(
+            !old.exists(),
+            "a dead writer's file of this destination is removed"
+        );
+        assert!(live.exists(), "a recent one may belong to a live writer");
+        assert!(other.exists(), "another destination's files are not ours");
+        w.finish(&BTreeMap::new()).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
