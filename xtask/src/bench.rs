@@ -14,6 +14,7 @@
 //! `synth-model`, in a child process too, so the parent never holds gigabytes.
 
 mod bandwidth;
+mod margin;
 mod one;
 mod report;
 
@@ -109,6 +110,11 @@ pub(crate) struct BenchArgs {
     /// Also run every AWQ model with int8 activations (`--awq-int8`), as rows `<label> int8`.
     #[arg(long)]
     awq_int8: bool,
+
+    /// Measure only the read bandwidth and the decode kernels' in-cache compute margin (no
+    /// model runs; nothing is written under --out).
+    #[arg(long)]
+    margin_only: bool,
 
     /// Synthetic formats that get an offload row.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [WeightFormat::Bf16])]
@@ -230,6 +236,31 @@ fn run_child(
     serde_json::from_str(line).with_context(|| format!("bench-one printed {line:?}"))
 }
 
+/// `--isa` as a cap on the levels measured.
+fn isa_cap(args: &BenchArgs) -> Result<Option<nano_infer::simd::Isa>> {
+    args.isa
+        .as_deref()
+        .map(|name| {
+            nano_infer::simd::Isa::parse(name).with_context(|| format!("unknown --isa {name}"))
+        })
+        .transpose()
+}
+
+/// One core's share of the all-core read bandwidth (what each core must digest when every
+/// core decodes), measured on all cores; `fallback` when there is one core.
+fn per_core_share(fallback: f64) -> f64 {
+    let cores = Machine::detect(&repo_root()).cores;
+    if cores <= 1 {
+        return fallback;
+    }
+    let all = bandwidth::measure(&[cores], BANDWIDTH_MIB << 20, BANDWIDTH_PASSES)[0].1;
+    eprintln!(
+        "bench: read bandwidth, {cores} threads: {:.1} GB/s",
+        all / 1e9
+    );
+    all / cores as f64
+}
+
 pub(crate) fn run(args: &BenchArgs) -> Result<()> {
     ensure!(
         !args.prompt.is_empty() && !args.prompt.contains(&0),
@@ -242,6 +273,18 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
                 .with_context(|| format!("--offload-budget {size}"))?,
         ),
     };
+    if args.margin_only {
+        let isa_cap = isa_cap(args)?;
+        let bandwidth = bandwidth::measure(&[1], BANDWIDTH_MIB << 20, BANDWIDTH_PASSES);
+        let bw = bandwidth[0].1;
+        eprintln!("bench: read bandwidth, 1 thread: {:.1} GB/s", bw / 1e9);
+        let per_core = per_core_share(bw);
+        print!(
+            "{}",
+            margin::markdown(&margin::measure(isa_cap, bw, per_core), bw, per_core)
+        );
+        return Ok(());
+    }
     let root = repo_root();
     // (label, directory, whether it also gets an offload row, whether it is AWQ)
     let models: Vec<(String, PathBuf, bool, bool)> = if args.models.is_empty() {
@@ -291,6 +334,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
     bw_threads.sort_unstable();
     bw_threads.dedup();
 
+    let isa_cap = isa_cap(args)?;
     let loadavg_before = report::loadavg();
     eprintln!(
         "bench: {} ({} cores), load average {loadavg_before}; measuring read bandwidth",
@@ -300,6 +344,16 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
     for (t, bw) in &bandwidth {
         eprintln!("bench: read bandwidth, {t} threads: {:.1} GB/s", bw / 1e9);
     }
+    let bandwidth_1t = bandwidth
+        .iter()
+        .find(|(t, _)| *t == 1)
+        .map_or(f64::NAN, |b| b.1);
+    let all_cores = bandwidth
+        .iter()
+        .find(|(t, _)| *t == machine.cores)
+        .map_or(f64::NAN, |b| b.1);
+    eprintln!("bench: decode kernels in cache, one thread");
+    let margin = margin::measure(isa_cap, bandwidth_1t, all_cores / machine.cores as f64);
 
     let mut report = Report {
         machine,
@@ -312,6 +366,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
         loadavg_after: String::new(),
         bandwidth,
         bandwidth_buffer_bytes: BANDWIDTH_MIB << 20,
+        margin,
         rows: Vec::new(),
         offload_margin: OFFLOAD_MARGIN,
         offload: Vec::new(),

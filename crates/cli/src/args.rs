@@ -203,6 +203,15 @@ pub struct EngineArgs {
     /// kernels; not bit-faithful to the reference, so off by default)
     #[arg(long = "awq-int8")]
     pub awq_int8: bool,
+    /// Where AWQ models keep their repacked layers between runs, so that later starts skip the
+    /// repack: a directory, or `off` [default: $XDG_CACHE_HOME/nano-infer/awq, else
+    /// ~/.cache/nano-infer/awq]
+    #[arg(
+        long = "awq-cache",
+        value_name = "DIR|off",
+        env = "QWEN3_INFER_AWQ_CACHE"
+    )]
+    pub awq_cache: Option<PathBuf>,
     /// Scan every weight for NaN and infinity at load and name the first one found (reads all
     /// of the files; scales, norms and biases are always checked)
     #[arg(long = "check-tensors")]
@@ -498,6 +507,14 @@ impl EngineArgs {
             "exact" => Ok(nano_infer_qwen3::LmHead::Exact),
             "q8" => Ok(nano_infer_qwen3::LmHead::Q8),
             other => bail!("--lm-head: unknown format `{other}` (expected exact or q8)"),
+        }
+    }
+
+    pub fn awq_cache(&self) -> nano_infer_qwen3::AwqCacheDir {
+        match &self.awq_cache {
+            None => nano_infer_qwen3::AwqCacheDir::User,
+            Some(p) if p.as_os_str() == "off" => nano_infer_qwen3::AwqCacheDir::Off,
+            Some(p) => nano_infer_qwen3::AwqCacheDir::Dir(p.clone()),
         }
     }
 

@@ -9,7 +9,7 @@ use crate::args::EngineArgs;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use nano_infer_generate::Generator;
-use nano_infer_qwen3::{LoadOptions, LoadProgress};
+use nano_infer_qwen3::{AwqCacheStatus, LoadOptions, LoadProgress};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -48,6 +48,7 @@ pub fn load_options(engine: &EngineArgs, ctx_size: Option<usize>) -> Result<Load
         awq_activations: engine.awq_activations(),
         max_memory,
         check_tensors: engine.check_tensors,
+        awq_cache: engine.awq_cache(),
     })
 }
 
@@ -63,6 +64,13 @@ pub fn load(dir: &Path, engine: &EngineArgs, ctx_size: Option<usize>) -> Result<
     })
     .with_context(|| format!("loading the model from {}", dir.display()))?;
     bar.finish();
+    match generator.model().awq_cache_status() {
+        // A cache that could not be written is always announced (every start repacks); the
+        // others with -v.
+        Some(status @ AwqCacheStatus::Unavailable { .. }) => note!("{status}"),
+        Some(status) if engine.verbose > 0 => note!("{status}"),
+        _ => {}
+    }
     if let Some(report) = generator.model().offload_report() {
         // A budget the user did not ask for is always announced; one they set, with -v.
         if max_memory.is_none() || engine.verbose > 0 {

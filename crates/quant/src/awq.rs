@@ -29,6 +29,9 @@
 //! file's 4 + 20/G (4.16 / 4.31). The f32 pairs are what `gemm_q4` takes; halving them to f16
 //! would be a simd API change. The repack runs once, in parallel over groups of 8 output rows.
 //!
+//! Cache: the repacked buffers are what an AWQ cache file holds (`awq_cache`); a load that finds
+//! a valid one maps them ([`AwqWeight`] over mapped tensors) and repacks nothing.
+//!
 //! Streaming: a layer that a memory budget streams is opened first ([`AwqSource`], whose
 //! [`AwqSource::weight_bytes`] is the repacked size, so the budget is planned before any copy
 //! exists), repacked, and moved to a `nano_infer_tensor::SpillFile` ([`AwqWeight::spill`]): the
@@ -279,6 +282,64 @@ impl AwqSource {
         rows * self.k / 2 + 2 * 4 * rows * groups
     }
 
+    /// The requested activations, as the cache's metadata names them.
+    pub(crate) fn activations_name(&self) -> &'static str {
+        match self.activations {
+            AwqActivations::F32 => "f32",
+            AwqActivations::Int8 => "int8",
+        }
+    }
+
+    /// `(name, dtype, shape)` of the three buffers of the repacked layer `prefix` in an AWQ
+    /// cache file (see `awq_cache`): packed codes, scales, zero·scales.
+    pub(crate) fn cache_specs(&self, prefix: &str) -> [(String, Dtype, Vec<usize>); 3] {
+        let groups = self.k / self.group;
+        let rows = match self.layout() {
+            Layout::Rows => self.rows,
+            Layout::Tiles { .. } => q8::tiles(self.rows) * q8::TILE_ROWS,
+        };
+        [
+            (
+                format!("{prefix}.awq_packed"),
+                Dtype::U8,
+                vec![rows * self.k / 2],
+            ),
+            (
+                format!("{prefix}.awq_scales"),
+                Dtype::F32,
+                vec![rows * groups],
+            ),
+            (
+                format!("{prefix}.awq_zero_scaled"),
+                Dtype::F32,
+                vec![rows * groups],
+            ),
+        ]
+    }
+
+    /// Feeds what identifies this layer's repacked data to `h`: shape, group and layout, the
+    /// scales and zero points in full, and the codes' first, middle and last 4 KiB (a cache hit
+    /// never reads the rest of the codes; see `awq_cache`).
+    pub(crate) fn fingerprint(&self, h: &mut crate::awq_cache::Hasher) -> Result<()> {
+        let layout = match self.layout() {
+            Layout::Rows => 0,
+            Layout::Tiles { block } => block as u64,
+        };
+        for v in [self.rows as u64, self.k as u64, self.group as u64, layout] {
+            h.update(&v.to_le_bytes());
+        }
+        h.update(self.scales.dtype().safetensors_name().as_bytes());
+        h.update(self.scales.bytes());
+        h.update(self.qzeros.bytes());
+        let codes = self.qweight.bytes();
+        const SAMPLE: usize = 4096;
+        let mid = (codes.len() / 2).saturating_sub(SAMPLE / 2);
+        for start in [0, mid, codes.len().saturating_sub(SAMPLE)] {
+            h.update(&codes[start..(start + SAMPLE).min(codes.len())]);
+        }
+        Ok(())
+    }
+
     /// Repacks into process memory.
     pub fn repack(self) -> Result<AwqWeight> {
         let (rows, k, group) = (self.rows, self.k, self.group);
@@ -359,6 +420,34 @@ impl AwqWeight {
             k,
             group,
         }
+    }
+
+    /// The layer `source` describes, reading its repacked buffers from an AWQ cache file's
+    /// tensors (whose lengths are checked against the layer's shape here once more).
+    pub(crate) fn from_cache(
+        source: &AwqSource,
+        packed: Tensor,
+        scales: Tensor,
+        zero_scaled: Tensor,
+    ) -> Result<Self> {
+        let specs = source.cache_specs("");
+        for (t, (_, dtype, shape)) in [&packed, &scales, &zero_scaled].into_iter().zip(specs) {
+            t.expect_dtype(&[dtype])?.expect_shape(&shape)?;
+        }
+        // The source's pages (scales read for the finiteness check, the fingerprint's samples)
+        // are not needed any more, as after a repack.
+        for t in [&source.qweight, &source.qzeros, &source.scales] {
+            let _ = t.advise(nano_infer_tensor::Paging::DontNeed);
+        }
+        Ok(Self {
+            layout: source.layout(),
+            packed: Buf::Mapped(packed),
+            scales: Buf::Mapped(scales),
+            zero_scaled: Buf::Mapped(zero_scaled),
+            rows: source.rows,
+            k: source.k,
+            group: source.group,
+        })
     }
 
     /// Converts the row-major layout into q4x16 tiles (in parallel over tiles), if the group

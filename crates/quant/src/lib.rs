@@ -4,6 +4,7 @@
 // `u64::is_multiple_of` is stable only since 1.87; the workspace MSRV is 1.85.
 
 pub mod awq;
+mod awq_cache;
 mod dense;
 mod error;
 pub mod fp8;
@@ -14,6 +15,7 @@ mod q8;
 mod scheme;
 
 pub use awq::{awq_pack, awq_unpack, AwqActivations, AwqSource, AwqWeight};
+pub use awq_cache::{cache_file_name, AwqCache, AwqCacheKey, CacheMiss, AWQ_CACHE_VERSION};
 pub use dense::DenseWeight;
 pub use error::QuantError;
 pub use fp8::Fp8Weight;

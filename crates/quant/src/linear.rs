@@ -439,6 +439,28 @@ impl LinearSource {
         }
     }
 
+    /// The layer's name (`model.layers.0.self_attn.q_proj`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The AWQ layer to repack, if this is one (what an AWQ cache holds).
+    pub fn awq(&self) -> Option<&AwqSource> {
+        match &self.source {
+            Source::Awq(a) => Some(a),
+            Source::Ready(_) => None,
+        }
+    }
+
+    /// Finishes the layer from `cache` (AWQ layers read their repacked data from the cache's
+    /// map); other formats come back as [`LinearSource::finish`] gives them.
+    pub fn finish_cached(self, cache: &crate::AwqCache) -> Result<Linear> {
+        match self.source {
+            Source::Ready(l) => Ok(l),
+            Source::Awq(a) => cache.weight(&self.prefix, &a).map(Linear::Awq),
+        }
+    }
+
     /// Whether finishing repacks into memory (so [`LinearSource::finish_spilled`] writes a
     /// spill file).
     pub fn needs_spill(&self) -> bool {

@@ -23,7 +23,7 @@ pub use error::ModelError;
 pub use generation::{
     generate, GenerateOptions, GenerateStep, Generation, GenerationDefaults, StopReason,
 };
-pub use model::{LoadOptions, LoadProgress, Logits, Model};
+pub use model::{AwqCacheDir, LoadOptions, LoadProgress, Logits, Model};
 pub use nano_infer_kvcache::{KvDtype, KvError, SeqId};
 pub use nano_infer_quant::AwqActivations;
 pub use nano_infer_simd::{CpuFeatures, Isa};
@@ -31,4 +31,4 @@ pub use prompt_cache::{model_fingerprint, PromptCacheError};
 pub use rope::Rope;
 pub use sampler::{Sampler, SamplingParams, TokenPicker};
 pub use session::Session;
-pub use weights::LmHead;
+pub use weights::{AwqCacheStatus, LmHead};

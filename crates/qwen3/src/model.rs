@@ -2,7 +2,7 @@
 //! `Qwen3ForCausalLM.forward`.
 
 use crate::attention::{attend, AttnShape, KvStore};
-use crate::weights::{Layer, LmHead, Weights};
+use crate::weights::{AwqCacheStatus, Layer, LmHead, Weights};
 use crate::{ModelError, Qwen3Config, Rope, Session};
 use nano_infer_kvcache::{KvCache, KvDtype};
 use nano_infer_offload::{available_memory, format_size, PlanInputs, ResidencyPlan, Streamer};
@@ -36,6 +36,51 @@ pub struct LoadOptions {
     /// Scan every weight for NaN and infinity at load ([`Model::check_tensors`]; llama.cpp's
     /// `--check-tensors`). Scales, norms and biases are checked at every load regardless.
     pub check_tensors: bool,
+    /// Where AWQ layers are cached in their repacked layout between loads, so that a second
+    /// load maps them instead of repacking (see [`AwqCacheDir`]). Off by default here: a
+    /// library should not write gigabytes into the user's home unasked (nor its tests leave
+    /// files there); the CLI and the server turn it on ([`AwqCacheDir::User`]).
+    pub awq_cache: AwqCacheDir,
+}
+
+/// Where the AWQ repack cache lives (the library's default is [`AwqCacheDir::Off`], the CLI's
+/// [`AwqCacheDir::User`]). One file per model directory and activation layout
+/// (`nano_infer_quant::cache_file_name`), validated against the checkpoint files' paths, sizes,
+/// modification times and a fingerprint of their AWQ tensors, and against the layout version;
+/// any mismatch or damage rebuilds it (`nano_infer_quant::AwqCacheKey`).
+///
+/// The default is the user's cache directory, not the model directory: model directories are
+/// often read-only or shared (a system-wide install, a container mount, the Hugging Face hub
+/// cache whose snapshots are managed by its own tools), and one place holds all of
+/// nano-infer's disk use (spill files live there too), so `rm -r ~/.cache/nano-infer` frees it.
+/// The cost is that deleting a model leaves its cache behind; a file per model directory and
+/// layout (rewritten in place when stale) bounds that to one file per model used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AwqCacheDir {
+    /// `$XDG_CACHE_HOME/nano-infer/awq`, else `$HOME/.cache/nano-infer/awq`; no cache when
+    /// neither variable is set.
+    User,
+    /// This directory (created if missing).
+    Dir(PathBuf),
+    /// No cache: AWQ layers are repacked into memory at every load.
+    Off,
+}
+
+impl AwqCacheDir {
+    /// The directory this choice resolves to, if any.
+    pub fn resolve(&self) -> Option<PathBuf> {
+        match self {
+            AwqCacheDir::Off => None,
+            AwqCacheDir::Dir(dir) => Some(dir.clone()),
+            AwqCacheDir::User => {
+                let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+                let root = var("XDG_CACHE_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+                Some(root.join("nano-infer").join("awq"))
+            }
+        }
+    }
 }
 
 impl Default for LoadOptions {
@@ -48,6 +93,7 @@ impl Default for LoadOptions {
             lm_head: LmHead::Exact,
             max_memory: None,
             check_tensors: false,
+            awq_cache: AwqCacheDir::Off,
         }
     }
 }
@@ -69,6 +115,8 @@ pub struct Model {
     plan: Option<ResidencyPlan>,
     /// What the memory budget decided, for `--verbose` (and why, when it was chosen for the user).
     offload_report: Option<String>,
+    /// What became of the AWQ repack cache, when the model has AWQ layers and a cache was asked.
+    awq_cache_status: Option<AwqCacheStatus>,
     // Keeps the memory maps alive for the weights' tensors (they also hold them, but the store
     // is what knows the files), and lists them for `check_tensors`.
     _store: WeightStore,
@@ -127,18 +175,35 @@ impl Model {
                 .is_some_and(|(plan, _)| plan.streams() && !plan.is_resident(i))
         };
         let layers_total = config.num_hidden_layers;
-        let (weights, spilled) = sources.finish(streams, &mut |layers_done| {
-            on_progress(LoadProgress {
-                layers_done,
-                layers_total,
-            })
-        })?;
+        let cache_path = options.awq_cache.resolve().map(|d| {
+            d.join(nano_infer_quant::cache_file_name(
+                dir,
+                options.awq_activations,
+            ))
+        });
+        let (weights, spilled, awq_cache_status) =
+            sources.finish(&store, cache_path.as_deref(), streams, &mut |layers_done| {
+                on_progress(LoadProgress {
+                    layers_done,
+                    layers_total,
+                })
+            })?;
         let (plan, offload_report) = match planned {
             Some((plan, mut report)) => {
                 if let Some((bytes, path)) = spilled {
                     report += &format!(
                         "; the streamed layers' repacked AWQ weights ({}) are read from an unlinked spill file created as {}",
                         format_size(bytes),
+                        path.display()
+                    );
+                }
+                if let (
+                    true,
+                    Some(AwqCacheStatus::Loaded(path) | AwqCacheStatus::Written { path, .. }),
+                ) = (plan.streams(), &awq_cache_status)
+                {
+                    report += &format!(
+                        "; the streamed layers' repacked AWQ weights are read from the AWQ repack cache {}",
                         path.display()
                     );
                 }
@@ -157,6 +222,7 @@ impl Model {
             streamer,
             plan,
             offload_report,
+            awq_cache_status,
             config,
             weights,
             kernels,
@@ -182,6 +248,12 @@ impl Model {
             self._store.get(name)?.check_finite()?;
         }
         Ok(())
+    }
+
+    /// What became of the AWQ repack cache at load (mapped, written, or unavailable with the
+    /// reason); `None` when the model has no AWQ layers or the cache is off.
+    pub fn awq_cache_status(&self) -> Option<&AwqCacheStatus> {
+        self.awq_cache_status.as_ref()
     }
 
     /// What the memory budget decided (resident and streamed layers, the accounting), when a

@@ -4,9 +4,54 @@
 //! the small vectors (norms, biases) are copied to f32 at load.
 
 use crate::{LoadOptions, ModelError, Qwen3Config};
-use nano_infer_quant::{DenseWeight, Linear, LinearOptions, LinearSource, QuantScheme};
+use nano_infer_quant::{
+    AwqCache, AwqCacheKey, DenseWeight, Linear, LinearOptions, LinearSource, QuantScheme,
+};
 use nano_infer_tensor::{Dtype, SpillFile, WeightStore};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// What became of the AWQ repack cache at a load ([`crate::Model::awq_cache_status`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AwqCacheStatus {
+    /// The repacked layers were mapped from this valid cache file: nothing was repacked.
+    Loaded(PathBuf),
+    /// The layers were repacked and written to this cache file (the next load maps it);
+    /// `why` says why the previous file, if any, could not be used.
+    Written {
+        /// The cache file.
+        path: PathBuf,
+        /// Why it was (re)built: absent, stale (which identity differed), corrupt.
+        why: String,
+    },
+    /// The cache file could not be written: the layers were repacked into memory as without
+    /// a cache. `error` names the path and the failure.
+    Unavailable {
+        /// Where the cache was to be written.
+        path: PathBuf,
+        /// What failed.
+        error: String,
+    },
+}
+
+impl std::fmt::Display for AwqCacheStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AwqCacheStatus::Loaded(path) => {
+                write!(f, "AWQ layers mapped from the repack cache {}", path.display())
+            }
+            AwqCacheStatus::Written { path, why } => write!(
+                f,
+                "AWQ layers repacked and cached as {} ({why})",
+                path.display()
+            ),
+            AwqCacheStatus::Unavailable { path, error } => write!(
+                f,
+                "AWQ repack cache unavailable at {} ({error}): repacked in memory, as at every load without a cache",
+                path.display()
+            ),
+        }
+    }
+}
 
 /// One decoder block. `L` is [`Linear`] once loaded, [`LinearSource`] while the memory budget
 /// is planned (before AWQ layers are repacked).
@@ -252,10 +297,84 @@ impl Weights<LinearSource> {
         embed + lm_head + vectors + pinned
     }
 
+    /// Finishes every layer: from the AWQ repack cache at `cache` when there is one (a valid
+    /// file is mapped; otherwise the layers are repacked into a new one, and every AWQ layer
+    /// reads its data from that file's map, resident or streamed), else by repacking in memory
+    /// ([`Weights::finish_in_memory`]). Returns also the spill file written, if any, and what
+    /// became of the cache (`None` when there is no cache or nothing to cache).
+    #[allow(clippy::type_complexity)]
+    pub fn finish(
+        self,
+        store: &WeightStore,
+        cache: Option<&Path>,
+        streamed: impl Fn(usize) -> bool,
+        on_layer_done: &mut dyn FnMut(usize),
+    ) -> Result<(Weights, Option<(u64, PathBuf)>, Option<AwqCacheStatus>), ModelError> {
+        let awq: Vec<_> = self
+            .layers
+            .iter()
+            .flat_map(|l| l.linears())
+            .filter_map(|l| l.awq().map(|a| (l.prefix().to_owned(), a.clone())))
+            .collect();
+        let Some(path) = cache.filter(|_| !awq.is_empty()) else {
+            let (weights, spilled) = self.finish_in_memory(streamed, on_layer_done)?;
+            return Ok((weights, spilled, None));
+        };
+        let key = AwqCacheKey::new(store, awq)?;
+        let (cache, status) = match key.open(path) {
+            Ok(cache) => (cache, AwqCacheStatus::Loaded(path.to_owned())),
+            Err(miss) => {
+                let n = self.layers.len();
+                let per_layer = key.len().div_ceil(n.max(1)).max(1);
+                match key.write(path, &mut |done| on_layer_done((done / per_layer).min(n))) {
+                    Ok(cache) => {
+                        let why = miss.to_string();
+                        (
+                            cache,
+                            AwqCacheStatus::Written {
+                                path: path.to_owned(),
+                                why,
+                            },
+                        )
+                    }
+                    Err(error) => {
+                        let (weights, spilled) = self.finish_in_memory(streamed, on_layer_done)?;
+                        let status = AwqCacheStatus::Unavailable {
+                            path: path.to_owned(),
+                            error: error.to_string(),
+                        };
+                        return Ok((weights, spilled, Some(status)));
+                    }
+                }
+            }
+        };
+        let weights = self.finish_from(&cache, on_layer_done)?;
+        Ok((weights, None, Some(status)))
+    }
+
+    /// Every layer finished from `cache` (AWQ layers mapped from it, the rest as they are).
+    fn finish_from(
+        self,
+        cache: &AwqCache,
+        on_layer_done: &mut dyn FnMut(usize),
+    ) -> Result<Weights, ModelError> {
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for (i, layer) in self.layers.into_iter().enumerate() {
+            layers.push(layer.try_map(|w| w.finish_cached(cache))?);
+            on_layer_done(i + 1);
+        }
+        Ok(Weights {
+            embed: self.embed,
+            layers,
+            final_norm: self.final_norm,
+            lm_head: self.lm_head,
+        })
+    }
+
     /// Repacks every layer; those for which `streamed(i)` holds go to one spill file (created
     /// only if one of them has something to repack), the others into process memory. Returns
     /// the spill file's size and where it was created, if one was written.
-    pub fn finish(
+    pub fn finish_in_memory(
         self,
         streamed: impl Fn(usize) -> bool,
         on_layer_done: &mut dyn FnMut(usize),

@@ -1,11 +1,11 @@
 //! Running under a memory budget (`LoadOptions::max_memory`): layers that do not fit are
 //! streamed from the files, with identical results.
 
-use nano_infer_qwen3::{LoadOptions, Model};
+use nano_infer_qwen3::{AwqCacheDir, LoadOptions, Model};
 use std::path::PathBuf;
 
 mod common;
-use common::{argmax, fixture_dir as fixture, ids, reference};
+use common::{argmax, fixture_dir as fixture, ids, reference, TempDir};
 
 fn prompts(name: &str) -> Vec<(Vec<u32>, Vec<u32>)> {
     reference(name)["prompts"]
@@ -29,16 +29,19 @@ fn resident_layers(report: &str) -> (usize, usize) {
 /// The largest budget (in 1% steps of the file size, up to 10× it: on these tiny models the
 /// reserved activation buffers outweigh the weights) under which some layers stream and some
 /// stay resident: layers really move, and the resident path is exercised too.
-fn streaming_budget(dir: &PathBuf, ctx: usize, need_resident: bool) -> (u64, String) {
-    let file = Model::load(dir, &LoadOptions::default())
-        .unwrap()
-        .file_bytes() as u64;
+fn streaming_budget(
+    dir: &PathBuf,
+    ctx: usize,
+    need_resident: bool,
+    base: &LoadOptions,
+) -> (u64, String) {
+    let file = Model::load(dir, base).unwrap().file_bytes() as u64;
     for percent in (1..1000).rev() {
         let budget = file * percent / 100;
         let options = LoadOptions {
             max_memory: Some(budget),
             ctx_size: Some(ctx),
-            ..LoadOptions::default()
+            ..base.clone()
         };
         if let Ok(model) = Model::load(dir, &options) {
             let report = model.offload_report().unwrap().to_owned();
@@ -54,14 +57,19 @@ fn streaming_budget(dir: &PathBuf, ctx: usize, need_resident: bool) -> (u64, Str
 /// `need_resident`: some layers must stay resident too (needs more than the two layers the
 /// streaming window holds). Returns the budgeted model.
 fn check_same_results(name: &str, need_resident: bool) -> Model {
+    check_same_results_with(name, need_resident, &LoadOptions::default())
+}
+
+/// [`check_same_results`] with other load options than the defaults (`base`).
+fn check_same_results_with(name: &str, need_resident: bool, base: &LoadOptions) -> Model {
     let dir = fixture(name);
     let ctx = 256;
-    let (budget, report) = streaming_budget(&dir, ctx, need_resident);
+    let (budget, report) = streaming_budget(&dir, ctx, need_resident, base);
     let plain = Model::load(
         &dir,
         &LoadOptions {
             ctx_size: Some(ctx),
-            ..LoadOptions::default()
+            ..base.clone()
         },
     )
     .unwrap();
@@ -70,7 +78,7 @@ fn check_same_results(name: &str, need_resident: bool) -> Model {
         &LoadOptions {
             max_memory: Some(budget),
             ctx_size: Some(ctx),
-            ..LoadOptions::default()
+            ..base.clone()
         },
     )
     .unwrap();
@@ -124,13 +132,17 @@ fn mapped_rss(path: &str) -> Option<u64> {
     Some(total)
 }
 
-/// AWQ layers are repacked at load; under a budget the streamed ones move to a spill file and
-/// stream from there, with bit-identical results. The plan counts them as streamed layer
-/// bytes (before, AWQ was counted as always resident), and the process really holds no more
-/// of the spill file than the streaming window.
+/// Without a repack cache, AWQ layers are repacked at load; under a budget the streamed ones
+/// move to a spill file and stream from there, with bit-identical results. The plan counts
+/// them as streamed layer bytes (before, AWQ was counted as always resident), and the process
+/// really holds no more of the spill file than the streaming window.
 #[test]
 fn awq_streams_from_a_spill_file_with_identical_results() {
-    let model = check_same_results("awq", true);
+    let no_cache = LoadOptions {
+        awq_cache: AwqCacheDir::Off,
+        ..LoadOptions::default()
+    };
+    let model = check_same_results_with("awq", true, &no_cache);
     let report = model.offload_report().unwrap().to_owned();
     let plan = model.residency_plan().unwrap();
     let streamed = plan.streamed_layers();
@@ -186,13 +198,65 @@ fn awq_streams_from_a_spill_file_with_identical_results() {
 
 #[test]
 fn awq_f16_streams_with_identical_results() {
-    // Two layers: both stream (from the spill file).
-    let model = check_same_results("awq_f16", false);
+    // Two layers: both stream (from the spill file, there being no cache).
+    let no_cache = LoadOptions {
+        awq_cache: AwqCacheDir::Off,
+        ..LoadOptions::default()
+    };
+    let model = check_same_results_with("awq_f16", false, &no_cache);
     assert!(
         model.offload_report().unwrap().contains("spill file"),
         "{:?}",
         model.offload_report()
     );
+}
+
+/// With the AWQ repack cache, streamed layers read the cache file's map (no spill file), with
+/// bit-identical results, and the process holds no more of it than the streaming window plus
+/// the resident layers.
+#[test]
+fn awq_streams_from_the_repack_cache_with_identical_results() {
+    let cache = TempDir::new("offload-awq-cache");
+    let options = LoadOptions {
+        awq_cache: AwqCacheDir::Dir(cache.path().into()),
+        ..LoadOptions::default()
+    };
+    let model = check_same_results_with("awq", true, &options);
+    let report = model.offload_report().unwrap().to_owned();
+    assert!(!report.contains("spill file"), "{report}");
+    let path = report
+        .split("read from the AWQ repack cache ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the report names the cache file: {report}"));
+    let plan = model.residency_plan().unwrap();
+    let layers = &plan.inputs().layers;
+    let (streamed, resident): (Vec<usize>, Vec<usize>) =
+        (0..layers.len()).partition(|&i| plan.streamed_layers().contains(&i));
+    let largest = streamed.iter().map(|&i| layers[i]).max().unwrap();
+    let resident_bytes: u64 = resident.iter().map(|&i| layers[i]).sum();
+    // Buffers are not page-aligned in the cache (the format tiles its data exactly): each of a
+    // layer's 21 buffers may share a page at either end with its neighbours.
+    let bound = resident_bytes + largest + 2 * 21 * 4096;
+    assert!(
+        layers.iter().sum::<u64>() > bound,
+        "the bound is tighter than the cached layers ({layers:?})"
+    );
+    let mut session = model.session();
+    let mut next = argmax(session.prefill(&[1, 2, 3]).unwrap());
+    for _ in 0..6 {
+        next = argmax(session.decode(next).unwrap());
+        if let Some(rss) = mapped_rss(path) {
+            assert!(
+                rss <= bound,
+                "{rss} bytes of the cache resident, bound {bound}: {report}"
+            );
+            // The resident layers are read every token: the mapping is the one measured.
+            assert!(
+                rss >= resident_bytes,
+                "{rss} bytes of {path} resident: {report}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -4,9 +4,13 @@
 //! streamed: compare with the machine's single-core memory bandwidth. The weights (25–50 MB) do
 //! not fit in cache, so these are DRAM numbers. Prefill GEMMs (`n_tok = 128`) report elements =
 //! flops (2 per multiply-add): the few-token kernels at 128 tokens, and `bf16_panel`, the path
-//! prefill actually takes (`simd::panel`). Run: `cargo bench -p nano-infer-simd --bench kernels`.
+//! prefill actually takes (`simd::panel`). `gemv_in_cache` runs every decode kernel on a weight
+//! matrix that fits in L2 (`simd::margin`): bytes per second per core that the kernel can
+//! digest, to compare with one core's read bandwidth (`cargo xtask bench` prints the ratio).
+//! Run: `cargo bench -p nano-infer-simd --bench kernels`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use nano_infer_simd::margin::{DecodeKernel, InCacheGemv, IN_CACHE_K};
 use nano_infer_simd::q8::{pack_q4x16, pack_q8x16, tile_params};
 use nano_infer_simd::{bf16, f16, Fp8Format, Isa, Kernels, PanelActs, Q8Acts, PANEL_K_BLOCK};
 use std::hint::black_box;
@@ -179,6 +183,22 @@ fn gemv(c: &mut Criterion) {
     Weights::new(2560, 9728).bench(c, "gemv", 1);
 }
 
+/// Each decode kernel in cache, single thread: `Throughput::Bytes` of codes and scales read.
+fn gemv_in_cache(c: &mut Criterion) {
+    let mut g = c.benchmark_group(format!("gemv_in_cache/k={IN_CACHE_K}"));
+    g.sample_size(20);
+    for kernel in DecodeKernel::ALL {
+        for kern in levels() {
+            let mut gemv = InCacheGemv::new(kernel, kern);
+            g.throughput(Throughput::Bytes(gemv.weight_bytes()));
+            g.bench_function(BenchmarkId::new(kernel.name(), kern.isa()), |b| {
+                b.iter(|| black_box(gemv.run()))
+            });
+        }
+    }
+    g.finish();
+}
+
 fn gemm(c: &mut Criterion) {
     // A 1024-row slice of gate/up (what one of several threads gets) at 128 prefill tokens.
     Weights::new(1024, 2560).bench(c, "gemm", 128);
@@ -243,5 +263,5 @@ fn small(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemv, gemm, panel, small);
+criterion_group!(benches, gemv_in_cache, gemv, gemm, panel, small);
 criterion_main!(benches);

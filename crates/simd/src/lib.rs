@@ -4,6 +4,7 @@
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
 mod isa;
+pub mod margin;
 mod mix;
 pub mod panel;
 pub mod q8;

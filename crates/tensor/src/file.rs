@@ -71,6 +71,8 @@ pub struct SafetensorsFile {
     path: Arc<PathBuf>,
     storage: Arc<Storage>,
     tensors: BTreeMap<String, TensorInfo>,
+    /// The header's `__metadata__` (empty when absent or `null`).
+    metadata: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for SafetensorsFile {
@@ -108,11 +110,12 @@ impl SafetensorsFile {
     }
 
     fn from_storage(path: PathBuf, storage: Storage) -> Result<Self> {
-        let tensors = parse_header(&path, storage.bytes())?;
+        let (tensors, metadata) = parse_header(&path, storage.bytes())?;
         Ok(Self {
             path: Arc::new(path),
             storage: Arc::new(storage),
             tensors,
+            metadata,
         })
     }
 
@@ -129,6 +132,11 @@ impl SafetensorsFile {
     /// Whether the file holds `name`.
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
+    }
+
+    /// The header's `__metadata__` strings (empty when the file has none).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
     }
 
     /// Size of the file in bytes.
@@ -166,7 +174,11 @@ pub const MAX_HEADER_BYTES: u64 = 100_000_000;
 /// (duplicate keys, a tensor entry written as an array of its fields) that a restatement would
 /// get subtly wrong. When it refuses, [`diagnose`] names what is wrong (the tensor, the offsets);
 /// only a case it does not know falls back to the reference's own message.
-fn parse_header(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, TensorInfo>> {
+#[allow(clippy::type_complexity)]
+fn parse_header(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(BTreeMap<String, TensorInfo>, BTreeMap<String, String>)> {
     let (header_len, metadata) = match safetensors::SafeTensors::read_metadata(bytes) {
         Ok(parsed) => parsed,
         Err(reference) => {
@@ -203,7 +215,13 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, TensorInfo
             },
         );
     }
-    Ok(tensors)
+    let strings = metadata
+        .metadata()
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok((tensors, strings))
 }
 
 /// Our restatement of the format's rules: a header of at most [`MAX_HEADER_BYTES`], a JSON

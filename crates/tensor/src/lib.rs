@@ -8,6 +8,7 @@ mod page_cache;
 mod spill;
 mod store;
 mod tensor;
+mod writer;
 
 pub use dtype::{Dtype, Element};
 pub use error::TensorError;
@@ -16,6 +17,7 @@ pub use page_cache::evict_page_cache;
 pub use spill::SpillFile;
 pub use store::WeightStore;
 pub use tensor::Tensor;
+pub use writer::SafetensorsWriter;
 
 /// Paging hints for memory-mapped tensor data (`madvise`), used to keep resident memory under
 /// a budget when layers are streamed from disk.

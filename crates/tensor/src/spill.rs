@@ -9,11 +9,9 @@
 //!
 //! The file is *anonymous*: created under a unique name and unlinked at once, so the kernel
 //! reclaims its blocks when the last mapping goes, even if the process is killed, and nothing
-//! is ever left in the cache directory. A persistent cache named by model identity would save
-//! the repack on the next load, but it needs invalidation (files, mtimes, layout options,
-//! format version), costs gigabytes per model and option in the user's home, and races between
-//! two loads of one model; the repack runs at every load anyway for the resident layers, and
-//! writing the streamed ones costs one sequential write.
+//! is ever left in the cache directory. It is the fallback for when the persistent AWQ repack
+//! cache (`nano_infer_quant::AwqCacheKey`, written with [`crate::SafetensorsWriter`]) is off or
+//! cannot be written: then every load repacks, and the streamed layers go here.
 //!
 //! Where: `$XDG_CACHE_HOME/nano-infer`, else `~/.cache/nano-infer`, else the temporary
 //! directory. The cache directory comes first because `/tmp` is often a tmpfs, whose pages

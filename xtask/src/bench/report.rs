@@ -209,6 +209,8 @@ pub(crate) struct Report {
     /// (threads, best read bandwidth in bytes/s).
     pub(crate) bandwidth: Vec<(usize, f64)>,
     pub(crate) bandwidth_buffer_bytes: usize,
+    /// The decode kernels' in-cache rates and their ratio to the one-thread bandwidth.
+    pub(crate) margin: Vec<super::margin::MarginRow>,
     pub(crate) rows: Vec<Row>,
     /// What a budget row may hold beyond its planned peak (`bench::OFFLOAD_MARGIN`).
     pub(crate) offload_margin: u64,
@@ -339,6 +341,14 @@ impl Report {
         for (t, bw) in &self.bandwidth {
             s += &format!("| {t} | {:.1} |\n", bw / GB);
         }
+        let bw = |threads: usize| {
+            self.bandwidth
+                .iter()
+                .find(|(t, _)| *t == threads)
+                .map_or(f64::NAN, |b| b.1)
+        };
+        let share = bw(m.cores) / m.cores as f64;
+        s += &super::margin::markdown(&self.margin, bw(1), share);
 
         s += &format!(
             "\n## End to end (median of {} runs, each in a fresh process)\n\n",
@@ -492,6 +502,7 @@ mod tests {
             loadavg_after: String::new(),
             bandwidth: Vec::new(),
             bandwidth_buffer_bytes: 0,
+            margin: Vec::new(),
             rows: vec![
                 row("a", sample("/m/a", None, 9 * gib, 16.0)),
                 row(
