@@ -19,7 +19,7 @@ use crate::bench::{median, synth_model, Machine};
 use crate::synth::WeightFormat;
 use anyhow::{bail, Context, Result};
 use nano_infer::generate::{CancelToken, Generator, Prompt, Request};
-use nano_infer::qwen3::{EngineOptions, KvDtype, LoadOptions};
+use nano_infer::qwen3::{AwqActivations, EngineOptions, KvDtype, LoadOptions};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -52,6 +52,9 @@ pub(crate) struct BenchServeArgs {
     /// Server prefill chunks to measure scenario 4 with.
     #[arg(long, value_delimiter = ',', default_values_t = [8, 32])]
     prefill_chunk: Vec<usize>,
+    /// AWQ models run with int8 activations (`--awq-int8`), on the CLI path and the server.
+    #[arg(long)]
+    awq_int8: bool,
     /// Directory for the recorded report [default: <repo>/bench].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -74,9 +77,12 @@ pub(crate) fn run(args: &BenchServeArgs) -> Result<()> {
     let root = crate::bench::repo_root();
     let machine = Machine::detect(&root);
     let mut report = format!(
-        "# bench-serve: {} ({} cores), {}, commit {}\n\n`cargo xtask bench-serve --clients {} --requests {} --max-tokens {} --system-tokens {} --running {} --long-prompt {}`; load before: {}\n\n",
+        "# bench-serve: {} ({} cores), {}, commit {}\n\n`cargo xtask bench-serve --clients {} --requests {} --max-tokens {} --system-tokens {} --running {} --long-prompt {} --prefill-chunk {}{}`; load before: {}\n\n",
         machine.cpu, machine.cores, machine.date, machine.commit, args.clients, args.requests,
-        args.max_tokens, args.system_tokens, args.running, args.long_prompt, crate::bench::loadavg()
+        args.max_tokens, args.system_tokens, args.running, args.long_prompt,
+        args.prefill_chunk.iter().map(usize::to_string).collect::<Vec<_>>().join(","),
+        if args.awq_int8 { " --awq-int8" } else { "" },
+        crate::bench::loadavg()
     );
     for &fmt in &args.formats {
         let dir = synth_model(&root, fmt, false)?;
@@ -86,7 +92,18 @@ pub(crate) fn run(args: &BenchServeArgs) -> Result<()> {
     println!("{report}");
     let out = args.out.clone().unwrap_or_else(|| root.join("bench"));
     std::fs::create_dir_all(&out)?;
-    let path = out.join(format!("{}-serve.md", machine.file_stem()));
+    // One file per format set, so that runs of one format at a time do not overwrite each other.
+    let formats: Vec<String> = args
+        .formats
+        .iter()
+        .map(|f| format!("{f:?}").to_lowercase())
+        .collect();
+    let path = out.join(format!(
+        "{}-serve-{}{}.md",
+        machine.file_stem(),
+        formats.join("-"),
+        if args.awq_int8 { "-int8" } else { "" }
+    ));
     std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("bench-serve: wrote {}", path.display());
     Ok(())
@@ -101,6 +118,11 @@ fn bench_model(args: &BenchServeArgs, dir: &std::path::Path) -> Result<String> {
     let options = LoadOptions {
         kv_dtype: KvDtype::F16,
         ctx_size: Some(ctx),
+        awq_activations: if args.awq_int8 {
+            AwqActivations::Int8
+        } else {
+            AwqActivations::F32
+        },
         ..LoadOptions::default()
     };
     let generator = Generator::load(dir, &options, &mut |_| {})?;
@@ -136,8 +158,10 @@ fn bench_model(args: &BenchServeArgs, dir: &std::path::Path) -> Result<String> {
         )
     };
 
-    // 1 and 2.
-    let handle = server(args.clients.max(args.running), 32)?;
+    // 1 and 2, with the server's own prefill chunk (a 32-token chunk beside 8 decodes makes
+    // 40-row steps, which take the prefill path and cost every stream a long step).
+    let default_chunk = nano_infer_server::ServerConfig::default().prefill_chunk;
+    let handle = server(args.clients.max(args.running), default_chunk)?;
     let addr = ready(handle.addr())?;
     let one = timed(|| clients(addr, 1, args.requests, args.max_tokens, ""))?;
     let many = timed(|| clients(addr, args.clients, args.requests, args.max_tokens, ""))?;
