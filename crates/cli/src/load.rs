@@ -52,6 +52,24 @@ pub fn load_options(engine: &EngineArgs, ctx_size: Option<usize>) -> Result<Load
     })
 }
 
+/// What a load decided that the user should know: the AWQ cache's state and the memory
+/// budget's plan (`serve` calls it on its loading thread too).
+pub fn announce(generator: &Generator, verbose: bool, budget_given: bool) {
+    match generator.model().awq_cache_status() {
+        // A cache that could not be written is always announced (every start repacks); the
+        // others with -v.
+        Some(status @ AwqCacheStatus::Unavailable { .. }) => note!("{status}"),
+        Some(status) if verbose => note!("{status}"),
+        _ => {}
+    }
+    if let Some(report) = generator.model().offload_report() {
+        // A budget the user did not ask for is always announced; one they set, with -v.
+        if !budget_given || verbose {
+            note!("{report}");
+        }
+    }
+}
+
 /// Loads the model in `dir` with the engine options, and its tokenizer, template and defaults.
 pub fn load(dir: &Path, engine: &EngineArgs, ctx_size: Option<usize>) -> Result<Loaded> {
     let threads = init_threads(engine)?;
@@ -64,19 +82,7 @@ pub fn load(dir: &Path, engine: &EngineArgs, ctx_size: Option<usize>) -> Result<
     })
     .with_context(|| format!("loading the model from {}", dir.display()))?;
     bar.finish();
-    match generator.model().awq_cache_status() {
-        // A cache that could not be written is always announced (every start repacks); the
-        // others with -v.
-        Some(status @ AwqCacheStatus::Unavailable { .. }) => note!("{status}"),
-        Some(status) if engine.verbose > 0 => note!("{status}"),
-        _ => {}
-    }
-    if let Some(report) = generator.model().offload_report() {
-        // A budget the user did not ask for is always announced; one they set, with -v.
-        if max_memory.is_none() || engine.verbose > 0 {
-            note!("{report}");
-        }
-    }
+    announce(&generator, engine.verbose > 0, max_memory.is_some());
     Ok(Loaded {
         generator,
         load_time: start.elapsed(),

@@ -38,8 +38,11 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         ..ServerConfig::default()
     };
     let model_dir = dir.clone();
+    let (verbose, budget_given) = (args.engine.verbose > 0, options.max_memory.is_some());
     let handle = nano_infer_server::start(config, move || {
-        Generator::load(&model_dir, &options, &mut |_| {})
+        let generator = Generator::load(&model_dir, &options, &mut |_| {})?;
+        load::announce(&generator, verbose, budget_given);
+        Ok(generator)
     })?;
     note!(
         "listening on http://{}/ (a chat page there; loading {}; /health says when it is ready; Ctrl-C stops)",
