@@ -69,8 +69,9 @@ impl Grammar {
 /// other whitespace) unless it sets its own `x-guidance` options. llguidance's default allows
 /// any whitespace between items, and a model that likes whitespace (a random-weight one does)
 /// then spends its whole budget on it and never closes the object: constrained output must be
-/// valid whatever the model prefers.
-fn fixed_layout(schema: &serde_json::Value) -> serde_json::Value {
+/// valid whatever the model prefers. [`Grammar::JsonSchema`] applies it itself; a schema
+/// inlined in a Lark grammar (`%json {...}`) needs it applied by whoever writes the grammar.
+pub fn fixed_layout(schema: &serde_json::Value) -> serde_json::Value {
     let mut schema = schema.clone();
     if let Some(map) = schema.as_object_mut() {
         map.entry("x-guidance").or_insert_with(|| {

@@ -9,7 +9,7 @@
 //! tokens around an inline JSON schema (see [`call_grammar`]).
 
 use crate::GenerateError;
-use nano_infer_constrain::Grammar;
+use nano_infer_constrain::{fixed_layout, Grammar};
 use serde_json::{json, Value};
 use std::hash::{BuildHasher, Hasher};
 
@@ -156,12 +156,7 @@ pub(crate) fn call_schema(spec: &FunctionSpec) -> Value {
 /// of several functions share the root; one name defined differently by two of them is an
 /// error naming the second.
 pub(crate) fn call_grammar(functions: &[FunctionSpec]) -> Result<Grammar, GenerateError> {
-    let options = json!({
-        "whitespace_flexible": false,
-        "item_separator": ", ",
-        "key_separator": ": ",
-    });
-    let mut schema = if functions.len() == 1 {
+    let schema = if functions.len() == 1 {
         call_schema(&functions[0])
     } else {
         let mut root = json!({});
@@ -192,7 +187,7 @@ pub(crate) fn call_grammar(functions: &[FunctionSpec]) -> Result<Grammar, Genera
         root["anyOf"] = Value::Array(calls);
         root
     };
-    schema["x-guidance"] = options;
+    let schema = fixed_layout(&schema);
     Ok(Grammar::Lark(format!(
         "start: <tool_call> \"\\n\" call \"\\n\" </tool_call>\ncall: %json {schema}\n"
     )))
