@@ -113,6 +113,19 @@ fn fp8_streams_with_identical_results() {
     check_same_results("fp8_block", false);
 }
 
+/// Greedy decode of 6 tokens after a 3-token prompt; after each, the bytes of `path`'s mapping
+/// the process holds (no readings where `/proc/self/smaps` cannot tell).
+fn mapped_rss_while_decoding(model: &Model, path: &str) -> Vec<u64> {
+    let mut session = model.session();
+    let mut next = argmax(session.prefill(&[1, 2, 3]).unwrap());
+    (0..6)
+        .filter_map(|_| {
+            next = argmax(session.decode(next).unwrap());
+            mapped_rss(path)
+        })
+        .collect()
+}
+
 /// Resident bytes of this process's mappings of `path` (`Rss` of its `/proc/self/smaps`
 /// entries; an unlinked file shows as `path (deleted)`); `None` where smaps is not readable.
 fn mapped_rss(path: &str) -> Option<u64> {
@@ -183,16 +196,11 @@ fn awq_streams_from_a_spill_file_with_identical_results() {
         streamed_bytes > bound,
         "the bound is tighter than the spill file ({streamed_bytes} bytes)"
     );
-    let mut session = model.session();
-    let mut next = argmax(session.prefill(&[1, 2, 3]).unwrap());
-    for _ in 0..6 {
-        next = argmax(session.decode(next).unwrap());
-        if let Some(rss) = mapped_rss(path) {
-            assert!(
-                rss <= bound,
-                "{rss} bytes of the spill file resident, bound {bound}: {report}"
-            );
-        }
+    for rss in mapped_rss_while_decoding(&model, path) {
+        assert!(
+            rss <= bound,
+            "{rss} bytes of the spill file resident, bound {bound}: {report}"
+        );
     }
 }
 
@@ -241,21 +249,16 @@ fn awq_streams_from_the_repack_cache_with_identical_results() {
         layers.iter().sum::<u64>() > bound,
         "the bound is tighter than the cached layers ({layers:?})"
     );
-    let mut session = model.session();
-    let mut next = argmax(session.prefill(&[1, 2, 3]).unwrap());
-    for _ in 0..6 {
-        next = argmax(session.decode(next).unwrap());
-        if let Some(rss) = mapped_rss(path) {
-            assert!(
-                rss <= bound,
-                "{rss} bytes of the cache resident, bound {bound}: {report}"
-            );
-            // The resident layers are read every token: the mapping is the one measured.
-            assert!(
-                rss >= resident_bytes,
-                "{rss} bytes of {path} resident: {report}"
-            );
-        }
+    for rss in mapped_rss_while_decoding(&model, path) {
+        assert!(
+            rss <= bound,
+            "{rss} bytes of the cache resident, bound {bound}: {report}"
+        );
+        // The resident layers are read every token: the mapping is the one measured.
+        assert!(
+            rss >= resident_bytes,
+            "{rss} bytes of {path} resident: {report}"
+        );
     }
 }
 
