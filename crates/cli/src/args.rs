@@ -94,8 +94,8 @@ pub struct ServeArgs {
     /// Memory for the paged KV pool (running requests and cached prefixes)
     #[arg(long = "kv-budget", value_name = "SIZE", default_value = "2GiB")]
     pub kv_budget: String,
-    /// Prompt tokens fed per step while other requests stream (smaller: steadier streams while
-    /// a long prompt arrives); a prompt alone is fed 512 at a time
+    /// Most prompt tokens fed per step while other requests stream (fewer when measured step
+    /// times say more would slow their steps past 2x); a prompt alone is fed 512 at a time
     #[arg(
         long = "prefill-chunk",
         value_name = "N",

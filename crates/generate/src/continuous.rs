@@ -2,11 +2,16 @@
 //! forward pass that advances every running request by one token and, in the same pass, feeds
 //! the next chunk of at most one waiting prompt (vLLM's chunked prefill). A long prompt
 //! arriving therefore costs the running streams one chunk's compute per step instead of
-//! freezing them for its whole prefill, and the weights are read once for both. The chunk is
-//! small while others decode (measured on a 2-core host, 4B AWQ, 4 streams and a 2,000-token
-//! prompt: 8 tokens kept the streams' p99 inter-token latency at 2.1x their median and fed the
-//! prompt faster than 32, which took the step onto the panel path at 14x) and the engine's
-//! long chunk when nothing else runs.
+//! freezing them for its whole prefill, and the weights are read once for both.
+//!
+//! While others decode the chunk is paced ([`PrefillPace`]): from the measured times of the
+//! forward passes it takes as many prompt tokens as keep a step within [`PACED_STEP_RATIO`] times
+//! a decode-only step, at most the configured chunk. A fixed chunk cannot do that for every
+//! model: on a 2-core host with 4 streams and a 2,000-token prompt, 8 tokens a step held the
+//! streams' p99 inter-token latency at 1.7x their median on 4B AWQ but let it reach 3.6x on
+//! BF16 and 5.3x with int8 activations, whose decode steps are cheap beside a prompt token.
+//! When nothing else runs the prompt gets the engine's long chunk, since only its own speed
+//! matters then.
 //!
 //! Admission (as `BatchEngine::run`): a request starts when no other is still prefilling, fewer
 //! than `max_batch` run, and the KV pool, after evicting unused cached prefixes, can hold every
@@ -73,7 +78,7 @@ struct Running<'g> {
 pub struct Batcher<'g> {
     generator: &'g Generator,
     engine: BatchEngine<'g>,
-    prefill_chunk: usize,
+    pace: PrefillPace,
     waiting: VecDeque<Waiting<'g>>,
     running: Vec<Running<'g>>,
 }
@@ -88,8 +93,9 @@ impl std::fmt::Debug for Batcher<'_> {
 
 impl<'g> Batcher<'g> {
     /// A batcher with an empty pool (`options`: its size, `max_batch`, the prefix cache) that
-    /// feeds at most `prefill_chunk` prompt tokens per step while other requests decode, and
-    /// `options.prefill_chunk` when none does.
+    /// feeds at most `prefill_chunk` prompt tokens per step while other requests decode (fewer
+    /// when that would slow their steps past [`PACED_STEP_RATIO`]), and `options.prefill_chunk`
+    /// when none does.
     pub fn new(
         generator: &'g Generator,
         options: &EngineOptions,
@@ -98,7 +104,7 @@ impl<'g> Batcher<'g> {
         Ok(Self {
             generator,
             engine: BatchEngine::new(generator.model(), options)?,
-            prefill_chunk: prefill_chunk.max(1),
+            pace: PrefillPace::new(prefill_chunk),
             waiting: VecDeque::new(),
             running: Vec::new(),
         })
@@ -148,13 +154,13 @@ impl<'g> Batcher<'g> {
             .filter(|r| r.prefill_time.is_some())
             .map(|r| (r.seq, *r.ids.last().unwrap_or(&0)))
             .collect();
-        // Beside running decodes a prompt gets `prefill_chunk` tokens a step, so the streams
-        // keep their pace; with nothing decoding it gets the engine's own (long) chunk, since
-        // only the prefill's speed matters then.
+        // Beside running decodes a prompt gets a paced chunk, so the streams keep their pace;
+        // with nothing decoding it gets the engine's own (long) chunk, since only the prefill's
+        // speed matters then.
         let chunk = if decodes.is_empty() {
-            self.engine.options().prefill_chunk.max(self.prefill_chunk)
+            self.engine.options().prefill_chunk.max(self.pace.max_chunk)
         } else {
-            self.prefill_chunk
+            self.pace.chunk()
         };
         let mut prefill = None;
         for r in &self.running {
@@ -167,9 +173,18 @@ impl<'g> Batcher<'g> {
             return Ok(());
         }
         let vocab = self.generator.model().vocab_size();
+        let pending = match prefill {
+            Some((seq, _)) => self.engine.pending_prompt(seq)?,
+            None => 0,
+        };
+        let pass = Instant::now();
         if let Err(e) = self.engine.step(&decodes, prefill) {
             self.fail_all(&e)?;
             return Ok(());
+        }
+        if !decodes.is_empty() {
+            let fed = pending.min(chunk) * usize::from(prefill.is_some());
+            self.pace.record(fed, pass.elapsed());
         }
         // Read in place: the loop below only reads the engine.
         let logits = self.engine.logits();
@@ -405,8 +420,128 @@ impl<'g> Batcher<'g> {
     }
 }
 
+/// How much longer than a decode-only step a step that also feeds a prompt may take.
+///
+/// Why 2: the streams' p99 inter-token latency should stay within 3x their median while a
+/// long prompt is prefilled, and the step times of a shared 2-core host scatter by a few tens of
+/// percent on their own.
+pub const PACED_STEP_RATIO: f64 = 2.0;
+
+/// Sizes the prompt chunk fed beside running decodes from the measured forward passes: the
+/// decode-only step time `d` and the time each prompt token adds to a step `c` (running means,
+/// as both drift: more streams, a longer prompt to attend to), giving
+/// `(PACED_STEP_RATIO − 1)·d / c` tokens, between 1 and the configured chunk.
+#[derive(Debug)]
+struct PrefillPace {
+    max_chunk: usize,
+    decode_step: Option<f64>,
+    token_cost: Option<f64>,
+}
+
+impl PrefillPace {
+    /// Weight of the newest measurement in the running means: a few steps' memory, enough to
+    /// ride over one slow step, short enough to follow the prompt's growing attention.
+    const NEWEST: f64 = 0.25;
+
+    fn new(max_chunk: usize) -> Self {
+        Self {
+            max_chunk: max_chunk.max(1),
+            decode_step: None,
+            token_cost: None,
+        }
+    }
+
+    /// Prompt tokens for the next step that runs beside decodes; the configured chunk until both
+    /// costs have been measured.
+    fn chunk(&self) -> usize {
+        match (self.decode_step, self.token_cost) {
+            (Some(d), Some(c)) => {
+                let fits = (PACED_STEP_RATIO - 1.0) * d / c;
+                // `as` saturates (and maps NaN to 0), so the clamp bounds every case.
+                (fits as usize).clamp(1, self.max_chunk)
+            }
+            _ => self.max_chunk,
+        }
+    }
+
+    /// A forward pass with decodes that also fed `prompt_tokens` (0: a decode-only step).
+    fn record(&mut self, prompt_tokens: usize, took: Duration) {
+        let secs = took.as_secs_f64();
+        let mean = |old: Option<f64>, new: f64| {
+            Some(old.map_or(new, |old| old + Self::NEWEST * (new - old)))
+        };
+        if prompt_tokens == 0 {
+            self.decode_step = mean(self.decode_step, secs);
+        } else if let Some(d) = self.decode_step {
+            // A noisy step can make the prompt look free; a floor of a thousandth of a step per
+            // token keeps the estimate positive.
+            let per_token = ((secs - d) / prompt_tokens as f64).max(d * 1e-3);
+            self.token_cost = mean(self.token_cost, per_token);
+        }
+    }
+}
+
 fn fail(mut sink: EventSink<'_>, e: &GenerateError) {
     sink(Event::Failed {
         message: e.to_string(),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: f64) -> Duration {
+        Duration::from_secs_f64(v / 1000.0)
+    }
+
+    #[test]
+    fn pace_feeds_the_configured_chunk_until_both_costs_are_measured() {
+        let mut pace = PrefillPace::new(8);
+        assert_eq!(pace.chunk(), 8);
+        // A mixed step before any decode-only one teaches nothing: there is no baseline.
+        pace.record(8, ms(300.0));
+        assert_eq!(pace.chunk(), 8);
+        pace.record(0, ms(100.0));
+        assert_eq!(pace.chunk(), 8);
+    }
+
+    #[test]
+    fn pace_sizes_the_chunk_to_keep_a_step_within_the_ratio() {
+        // Decode-only steps of 100 ms; a prompt token adds 25 ms: (2 − 1)·100 / 25 = 4 tokens.
+        let mut pace = PrefillPace::new(8);
+        pace.record(0, ms(100.0));
+        pace.record(8, ms(300.0));
+        assert_eq!(pace.chunk(), 4);
+        // Cheaper prompt tokens (10 ms) let the chunk grow back, but never past the configured 8.
+        for _ in 0..40 {
+            pace.record(4, ms(140.0));
+        }
+        assert_eq!(pace.chunk(), 8);
+        // A prompt token dearer than a whole decode step still gets fed, a token at a time.
+        for _ in 0..40 {
+            pace.record(2, ms(500.0));
+        }
+        assert_eq!(pace.chunk(), 1);
+    }
+
+    #[test]
+    fn pace_follows_drift_and_survives_noise() {
+        let mut pace = PrefillPace::new(16);
+        pace.record(0, ms(100.0));
+        // A mixed step measured faster than the decode-only mean: the floor keeps the cost
+        // positive, so the chunk is the configured one rather than a division by zero.
+        pace.record(4, ms(90.0));
+        assert_eq!(pace.chunk(), 16);
+        // The prompt's attention grows: each token costs more, and the chunk follows it down.
+        let mut last = pace.chunk();
+        for step in 1..=30 {
+            let cost = 5.0 + step as f64;
+            pace.record(last, ms(100.0 + cost * last as f64));
+            assert!(pace.chunk() <= 16 && pace.chunk() >= 1);
+            last = pace.chunk();
+        }
+        // 35 ms a token by now (the mean lags a little behind): 100 / 35 ≈ 2.9.
+        assert!((2..=4).contains(&last), "chunk {last}");
+    }
 }

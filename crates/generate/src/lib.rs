@@ -19,7 +19,7 @@ mod tools;
 
 pub use cancel::CancelToken;
 pub use codec::TextCodec;
-pub use continuous::{Batcher, BatcherStats, EventSink};
+pub use continuous::{Batcher, BatcherStats, EventSink, PACED_STEP_RATIO};
 pub use error::GenerateError;
 pub use events::{
     Alternative, Channel, Event, Finish, FinishReason, StopCause, TokenLogprob, Usage,

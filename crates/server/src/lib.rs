@@ -45,8 +45,9 @@ pub struct ServerConfig {
     /// The batch engine: `max_batch` requests decode together (`--parallel`), `kv_budget_bytes`
     /// bounds the KV pool, and the prefix cache.
     pub engine: EngineOptions,
-    /// Prompt tokens fed per engine step while other requests decode (alone, a prompt is fed
-    /// in `engine.prefill_chunk` pieces).
+    /// Most prompt tokens fed per engine step while other requests decode; the batcher feeds
+    /// fewer when that would slow their steps past `generate::PACED_STEP_RATIO` (alone, a
+    /// prompt is fed in `engine.prefill_chunk` pieces).
     pub prefill_chunk: usize,
     /// Requests that may wait for a slot beyond the `max_batch` running ones.
     pub queue_limit: usize,
