@@ -50,22 +50,28 @@ pub fn gemm_q4x16_q8(
         let mut t0 = 0;
         while t0 < x.n_tok {
             let mut res = [[0f32; TILE_ROWS]; WIDE];
+            // One pass for every token up to WIDE: a pass re-unpacks the tile's nibbles, so 3
+            // tokens as 2 + 1 cost almost two passes' work (the server's steps are mostly such
+            // counts: one token per stream plus a few prompt tokens).
+            let n = (x.n_tok - t0).min(WIDE);
             // SAFETY: the token proves avx2+fma; q4x16_shape checked the tile, its parameters and
             // tokens t0...
-            let n = unsafe {
-                if x.n_tok - t0 >= WIDE {
-                    for half in 0..2 {
-                        q4_half_wide::<WIDE>(tw, ts, tz, group, x, t0, half, &mut res);
+            unsafe {
+                match n {
+                    1 => q4_tile::<1>(tw, ts, tz, group, x, t0, &mut res),
+                    2 => q4_tile::<T>(tw, ts, tz, group, x, t0, &mut res),
+                    _ => {
+                        for half in 0..2 {
+                            match n {
+                                3 => q4_half_wide::<3>(tw, ts, tz, group, x, t0, half, &mut res),
+                                4 => q4_half_wide::<4>(tw, ts, tz, group, x, t0, half, &mut res),
+                                5 => q4_half_wide::<5>(tw, ts, tz, group, x, t0, half, &mut res),
+                                _ => q4_half_wide::<WIDE>(tw, ts, tz, group, x, t0, half, &mut res),
+                            }
+                        }
                     }
-                    WIDE
-                } else if x.n_tok - t0 >= T {
-                    q4_tile::<T>(tw, ts, tz, group, x, t0, &mut res);
-                    T
-                } else {
-                    q4_tile::<1>(tw, ts, tz, group, x, t0, &mut res);
-                    1
                 }
-            };
+            }
             store_tile_result(&res[..n], live, out, x.n_tok, r0, t0);
             t0 += n;
         }
@@ -242,17 +248,16 @@ pub fn gemm_q8x16_q8(_: Avx2Fma, w: &[i8], scales: &[f32], x: &Q8Acts, out: &mut
         let mut t0 = 0;
         while t0 < x.n_tok {
             let mut res = [[0f32; TILE_ROWS]; T];
+            let n = (x.n_tok - t0).min(T);
             // SAFETY: the token proves avx2+fma; q8x16_shape checked the tile, its scales and
             // tokens t0...
-            let n = unsafe {
-                if x.n_tok - t0 >= T {
+            unsafe {
+                if n == T {
                     q8_tile::<T>(tw, ts, x, t0, &mut res);
-                    T
                 } else {
                     q8_tile::<1>(tw, ts, x, t0, &mut res);
-                    1
                 }
-            };
+            }
             store_tile_result(&res[..n], live, out, x.n_tok, r0, t0);
             t0 += n;
         }

@@ -7,7 +7,8 @@
 //! `128·Σxq` this adds is subtracted per block from the exact integer sum.
 //!
 //! q4 (`q4_tile`): one integer accumulator per token for both nibble halves, 12 tokens per pass
-//! in prefill (the tile, `16·k/2` bytes, stays in L1/L2 between passes), 4 or 1 otherwise.
+//! in prefill (the tile, `16·k/2` bytes, stays in L1/L2 between passes), and any smaller count in
+//! one pass.
 //! Sapphire Rapids issues `vpdpbusd` zmm on two ports (5.4 G/s per core measured here, as many
 //! as `vfmadd`), so the kernel is bounded by the other vector operations sharing those ports:
 //! ~1.4 per `vpdpbusd` at 12 tokens against ~1.75 in the earlier kernel, which kept two integer
@@ -57,20 +58,28 @@ pub fn gemm_q4x16_q8(
                 groups,
             };
             let mut res = [[0f32; TILE_ROWS]; WIDE];
+            // One pass for every token up to WIDE: a pass re-unpacks the tile's nibbles, so 5
+            // tokens as 4 + 1 cost almost two passes' work (the server's steps are mostly such
+            // counts: one token per stream plus a few prompt tokens).
+            let n = (x.n_tok - t0).min(WIDE);
             // SAFETY: the token and the feature check prove avx512f/bw/vl + vnni; q4x16_shape
             // checked that the tile, its parameters and tokens t0.. exist.
-            let n = unsafe {
-                if x.n_tok - t0 >= WIDE {
-                    q4_tile::<WIDE>(&p, x, t0, &mut res);
-                    WIDE
-                } else if x.n_tok - t0 >= T {
-                    q4_tile::<T>(&p, x, t0, &mut res);
-                    T
-                } else {
-                    q4_tile::<1>(&p, x, t0, &mut res);
-                    1
+            unsafe {
+                match n {
+                    1 => q4_tile::<1>(&p, x, t0, &mut res),
+                    2 => q4_tile::<2>(&p, x, t0, &mut res),
+                    3 => q4_tile::<3>(&p, x, t0, &mut res),
+                    4 => q4_tile::<4>(&p, x, t0, &mut res),
+                    5 => q4_tile::<5>(&p, x, t0, &mut res),
+                    6 => q4_tile::<6>(&p, x, t0, &mut res),
+                    7 => q4_tile::<7>(&p, x, t0, &mut res),
+                    8 => q4_tile::<8>(&p, x, t0, &mut res),
+                    9 => q4_tile::<9>(&p, x, t0, &mut res),
+                    10 => q4_tile::<10>(&p, x, t0, &mut res),
+                    11 => q4_tile::<11>(&p, x, t0, &mut res),
+                    _ => q4_tile::<WIDE>(&p, x, t0, &mut res),
                 }
-            };
+            }
             store_tile_result(&res[..n], live, out, x.n_tok, r0, t0);
             t0 += n;
         }
@@ -179,17 +188,17 @@ pub fn gemm_q8x16_q8(t: Avx512, w: &[i8], scales: &[f32], x: &Q8Acts, out: &mut 
         let mut t0 = 0;
         while t0 < x.n_tok {
             let mut res = [[0f32; TILE_ROWS]; T];
+            let n = (x.n_tok - t0).min(T);
             // SAFETY: the token and the feature check prove the level + VNNI; q8x16_shape checked
             // the tile, its scales and tokens t0...
-            let n = unsafe {
-                if x.n_tok - t0 >= T {
-                    q8_tile::<T>(tw, ts, x, t0, &mut res);
-                    T
-                } else {
-                    q8_tile::<1>(tw, ts, x, t0, &mut res);
-                    1
+            unsafe {
+                match n {
+                    1 => q8_tile::<1>(tw, ts, x, t0, &mut res),
+                    2 => q8_tile::<2>(tw, ts, x, t0, &mut res),
+                    3 => q8_tile::<3>(tw, ts, x, t0, &mut res),
+                    _ => q8_tile::<T>(tw, ts, x, t0, &mut res),
                 }
-            };
+            }
             store_tile_result(&res[..n], live, out, x.n_tok, r0, t0);
             t0 += n;
         }
