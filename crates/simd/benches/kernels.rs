@@ -263,5 +263,41 @@ fn small(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemv_in_cache, gemv, gemm, panel, small);
+/// AWQ q4 (group 128, f32 activations) at 1, 4 and 8 tokens on the same matrix: what batching a
+/// few sequences costs the server (`n_tok` = running sequences, one token each). Reports weight
+/// bytes per call, so the ratio of two `n_tok`'s throughputs is the inverse of their times:
+/// `time(8) / time(1)` = 8 means batching buys nothing, 1 that the extra tokens come free. Two
+/// shapes: Qwen3-4B's gate/up (from DRAM) and a 256-row slice of it that stays in L2 (compute).
+fn q4_few(c: &mut Criterion) {
+    for rows in [9728, 256] {
+        let k = 2560;
+        let w = Weights::new(rows, k);
+        let mut g = c.benchmark_group(format!("q4_few/{k}->{rows}"));
+        g.sample_size(20);
+        g.throughput(Throughput::Bytes((rows * k / 2) as u64));
+        for kern in levels().into_iter().filter(|k| k.isa() != Isa::Scalar) {
+            for n_tok in [1, 4, 8] {
+                let x = data(n_tok * k, 2);
+                let mut out = vec![0.0f32; rows * n_tok];
+                let id = BenchmarkId::new(format!("{}", kern.isa()), format!("n_tok={n_tok}"));
+                g.bench_function(id, |b| {
+                    b.iter(|| {
+                        kern.gemm_q4(
+                            black_box(&w.q4),
+                            &w.q4_scales,
+                            &w.q4_zeros,
+                            Q4_GROUP,
+                            &x,
+                            k,
+                            &mut out,
+                        )
+                    })
+                });
+            }
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, gemv_in_cache, gemv, gemm, panel, small, q4_few);
 criterion_main!(benches);

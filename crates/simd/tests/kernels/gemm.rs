@@ -112,6 +112,20 @@ proptest! {
     ) {
         q4_case(groups, group, rows, 1, seed);
     }
+
+    /// A few tokens (2 to 15, a server's batch of running sequences): the few-token kernels
+    /// (AVX-512 on groups of 128·m, AVX2 on 64·m, in tiles of rows × up to 8 tokens, with row
+    /// and token remainders), and the tile driver for the other groups.
+    #[test]
+    fn q4_few_tokens(
+        groups in 1usize..4,
+        group in prop::sample::select(&[32usize, 64, 128, 192, 256][..]),
+        rows in 1usize..10,
+        n_tok in 2usize..16,
+        seed in any::<u64>(),
+    ) {
+        q4_case(groups, group, rows, n_tok, seed);
+    }
 }
 
 fn q4_case(groups: usize, group: usize, rows: usize, n_tok: usize, seed: u64) {
