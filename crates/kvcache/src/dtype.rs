@@ -171,6 +171,30 @@ impl KvBuf {
         }
     }
 
+    /// Allocated room, in elements.
+    pub(crate) fn capacity(&self) -> usize {
+        match self {
+            KvBuf::F32(v) => v.capacity(),
+            KvBuf::Bf16(v) => v.capacity(),
+            KvBuf::F16(v) => v.capacity(),
+        }
+    }
+
+    /// Reserves room for `len` elements in all if the allocator grants it, and leaves the
+    /// buffer as it was if not. A large fresh allocation is address space only (the OS maps
+    /// pages on first touch), so later growth up to `len` neither copies nor costs memory early.
+    pub(crate) fn try_reserve_total(&mut self, len: usize) {
+        fn go<T>(v: &mut Vec<T>, len: usize) {
+            // Refused: growth falls back to reallocating, which is slower but correct.
+            let _ = v.try_reserve_exact(len.saturating_sub(v.len()));
+        }
+        match self {
+            KvBuf::F32(v) => go(v, len),
+            KvBuf::Bf16(v) => go(v, len),
+            KvBuf::F16(v) => go(v, len),
+        }
+    }
+
     /// Grows (zero-filled) or shrinks to exactly `len` elements, reserving exactly, so a cache
     /// capped at N elements never holds a Vec allocation larger than N.
     pub(crate) fn resize_exact(&mut self, len: usize) {

@@ -8,9 +8,12 @@
 //!
 //! Allocation: O(1): pop from the free-list head (a stack, so the most recently freed, and
 //! likely still cached, block is reused first); when the free list is empty, materialise the
-//! next never-used block id. Storage grows lazily, doubling up to the pool's bound, so a pool
-//! sized for the worst case costs only what is used; call [`BlockPool::reserve_all`] to pay it
-//! up front instead. Free: O(1) push.
+//! next never-used block id. Storage grows lazily, so a pool sized for the worst case costs only
+//! what is used; call [`BlockPool::reserve_all`] to pay it up front instead. The first growth
+//! reserves address space for the whole pool, and later ones add `GROW_BLOCKS` blocks into
+//! it, never copying: doubling a reallocated buffer made the step that crossed 128 blocks of
+//! Qwen3-4B (600 MB) copy and zero 1.2 GB, a 1.6 s stall of every running stream. Where the
+//! allocator refuses the reservation, storage doubles by reallocating instead. Free: O(1) push.
 //!
 //! Sharing: every block has a refcount. `allocate` returns it at 1, `retain` adds an owner (a
 //! forked sequence, the prefix cache), `release` drops one and returns the block to the free
@@ -21,6 +24,10 @@
 
 use crate::dtype::KvBuf;
 use crate::{KvDtype, KvError, KvRows};
+
+/// Blocks materialised per growth once the pool's address space is reserved: few enough that
+/// zeroing them (37 MB of Qwen3-4B's f32 KV) is a few milliseconds of one step.
+const GROW_BLOCKS: usize = 8;
 
 /// Identifies one block of a [`BlockPool`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -174,8 +181,18 @@ impl BlockPool {
         self.materialised += 1;
         self.refcounts.push(1);
         if self.keys.len() < self.materialised * self.cfg.block_elems() {
-            let target = (self.materialised * 2).max(4).min(self.cfg.n_blocks);
-            self.grow_storage(target);
+            let all = self.cfg.n_blocks * self.cfg.block_elems();
+            if self.keys.len() == 0 {
+                self.keys.try_reserve_total(all);
+                self.values.try_reserve_total(all);
+            }
+            let reserved = self.keys.capacity() >= all && self.values.capacity() >= all;
+            let target = if reserved {
+                self.materialised - 1 + GROW_BLOCKS
+            } else {
+                (self.materialised * 2).max(4)
+            };
+            self.grow_storage(target.min(self.cfg.n_blocks));
         }
         Ok(b)
     }
@@ -385,9 +402,27 @@ mod tests {
         let mut p = BlockPool::new(cfg(100)).unwrap();
         assert_eq!(p.allocated_bytes(), 0);
         p.allocate().unwrap();
-        assert_eq!(p.allocated_bytes(), 4 * p.block_bytes());
+        assert_eq!(p.allocated_bytes(), GROW_BLOCKS * p.block_bytes());
         p.reserve_all();
         assert_eq!(p.allocated_bytes(), 100 * p.block_bytes());
+    }
+
+    #[test]
+    fn growth_adds_a_few_blocks_into_reserved_space_without_moving_them() {
+        let mut p = BlockPool::new(cfg(100)).unwrap();
+        let keys_at = |p: &BlockPool| match &p.keys {
+            KvBuf::F32(v) => v.as_ptr(),
+            _ => unreachable!("the test pool is f32"),
+        };
+        p.allocate().unwrap();
+        let first = keys_at(&p);
+        for n in 2..=100usize {
+            p.allocate().unwrap();
+            let blocks = n.div_ceil(GROW_BLOCKS) * GROW_BLOCKS;
+            assert_eq!(p.allocated_bytes(), blocks.min(100) * p.block_bytes());
+            assert_eq!(keys_at(&p), first, "storage moved at block {n}");
+        }
+        assert!(p.allocate().is_err());
     }
 
     #[test]
