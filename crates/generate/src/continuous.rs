@@ -6,7 +6,8 @@
 //!
 //! While others decode the chunk is paced ([`PrefillPace`]): from the measured times of the
 //! forward passes it takes as many prompt tokens as keep a step within [`PACED_STEP_RATIO`] times
-//! a decode-only step, at most the configured chunk. A fixed chunk cannot do that for every
+//! a decode-only step, at most the configured chunk; every few steps the streams step alone, to
+//! re-measure that time as their own contexts grow. A fixed chunk cannot do that for every
 //! model: on a 2-core host with 4 streams and a 2,000-token prompt, 8 tokens a step held the
 //! streams' p99 inter-token latency at 1.7x their median on 4B AWQ but let it reach 3.6x on
 //! BF16 and 5.3x with int8 activations, whose decode steps are cheap beside a prompt token.
@@ -163,10 +164,13 @@ impl<'g> Batcher<'g> {
             self.pace.chunk()
         };
         let mut prefill = None;
-        for r in &self.running {
-            if r.prefill_time.is_none() && self.engine.pending_prompt(r.seq)? > 0 {
-                prefill = Some((r.seq, chunk));
-                break;
+        // Now and then the streams step alone, so the pace re-measures their cost.
+        if decodes.is_empty() || !self.pace.wants_decode_only() {
+            for r in &self.running {
+                if r.prefill_time.is_none() && self.engine.pending_prompt(r.seq)? > 0 {
+                    prefill = Some((r.seq, chunk));
+                    break;
+                }
             }
         }
         if decodes.is_empty() && prefill.is_none() {
@@ -436,6 +440,8 @@ struct PrefillPace {
     max_chunk: usize,
     decode_step: Option<f64>,
     token_cost: Option<f64>,
+    /// Steps with a prompt chunk since the last decode-only one.
+    paced_since_decode_only: usize,
 }
 
 impl PrefillPace {
@@ -443,12 +449,25 @@ impl PrefillPace {
     /// ride over one slow step, short enough to follow the prompt's growing attention.
     const NEWEST: f64 = 0.25;
 
+    /// Paced steps between two decode-only ones while a prompt is fed. The streams' own step
+    /// grows with every token they add (measured: four streams at 1,000 positions take 0.23 s a
+    /// step against 0.13 s at 30), and a decode time measured before the prompt arrived would
+    /// charge that growth to the prompt's tokens: the chunk fell to 1 and a 2,000-token prompt
+    /// waited 228 s. One step in 8 costs the prompt an eighth of its pace.
+    const REFRESH_EVERY: usize = 8;
+
     fn new(max_chunk: usize) -> Self {
         Self {
             max_chunk: max_chunk.max(1),
             decode_step: None,
             token_cost: None,
+            paced_since_decode_only: 0,
         }
+    }
+
+    /// Whether the next step beside decodes should feed no prompt, to re-measure their time.
+    fn wants_decode_only(&self) -> bool {
+        self.paced_since_decode_only >= Self::REFRESH_EVERY
     }
 
     /// Prompt tokens for the next step that runs beside decodes; the configured chunk until both
@@ -472,7 +491,11 @@ impl PrefillPace {
         };
         if prompt_tokens == 0 {
             self.decode_step = mean(self.decode_step, secs);
-        } else if let Some(d) = self.decode_step {
+            self.paced_since_decode_only = 0;
+            return;
+        }
+        self.paced_since_decode_only += 1;
+        if let Some(d) = self.decode_step {
             // A noisy step can make the prompt look free; a floor of a thousandth of a step per
             // token keeps the estimate positive.
             let per_token = ((secs - d) / prompt_tokens as f64).max(d * 1e-3);
@@ -543,5 +566,27 @@ mod tests {
         }
         // 35 ms a token by now (the mean lags a little behind): 100 / 35 ≈ 2.9.
         assert!((2..=4).contains(&last), "chunk {last}");
+    }
+
+    #[test]
+    fn pace_re_measures_the_streams_alone_every_few_steps() {
+        let mut pace = PrefillPace::new(8);
+        pace.record(0, ms(100.0));
+        for _ in 0..PrefillPace::REFRESH_EVERY {
+            assert!(!pace.wants_decode_only());
+            pace.record(4, ms(200.0));
+        }
+        assert!(pace.wants_decode_only());
+        assert_eq!(pace.chunk(), 4);
+        // The streams have grown to 150 ms a step: their growth is theirs, not the prompt's,
+        // and the same 200 ms steps now say a prompt token costs 12.5 ms.
+        for _ in 0..20 {
+            pace.record(0, ms(150.0));
+            assert!(!pace.wants_decode_only());
+            for _ in 0..PrefillPace::REFRESH_EVERY {
+                pace.record(4, ms(200.0));
+            }
+        }
+        assert_eq!(pace.chunk(), 8, "(2 − 1)·150 / 12.5 = 12, capped at 8");
     }
 }
