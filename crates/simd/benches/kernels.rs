@@ -299,5 +299,52 @@ fn q4_few(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, gemv_in_cache, gemv, gemm, panel, small, q4_few);
+/// One decode row's attention for one KV head over 1024 positions, as `qwen3::attention` runs
+/// it: scores `K (1024, 128) · Q (4, 128)ᵀ` (4 query heads per KV head), then `probs · V`, the
+/// BF16 cache read either as one chunk (a session's contiguous cache) or in 16-position blocks
+/// (the server's paged pool): the difference is the per-block cost. Elements = positions.
+fn attention(c: &mut Criterion) {
+    let (n_ctx, hd, group) = (1024, 128, 4);
+    let kv: Vec<bf16> = data(n_ctx * hd, 5)
+        .into_iter()
+        .map(bf16::from_f32)
+        .collect();
+    let q = data(group * hd, 6);
+    let probs = data(group * n_ctx, 7);
+    let mut g = c.benchmark_group("attention/1024x128");
+    g.throughput(Throughput::Elements(n_ctx as u64));
+    for kern in levels() {
+        for block in [16, n_ctx] {
+            let id = BenchmarkId::new(format!("{}", kern.isa()), format!("block={block}"));
+            g.bench_function(id, |b| {
+                let mut scores = vec![0.0f32; n_ctx * group];
+                let mut out = vec![0.0f32; group * hd];
+                b.iter(|| {
+                    for p0 in (0..n_ctx).step_by(block) {
+                        let rows = &kv[p0 * hd..(p0 + block) * hd];
+                        kern.gemm_bf16(rows, &q, hd, &mut scores[p0 * group..(p0 + block) * group]);
+                    }
+                    out.fill(0.0);
+                    for p0 in (0..n_ctx).step_by(block) {
+                        let rows = &kv[p0 * hd..(p0 + block) * hd];
+                        kern.mix_rows_bf16(&probs[p0..], n_ctx, rows, hd, &mut out);
+                    }
+                    black_box(&out);
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    gemv_in_cache,
+    gemv,
+    gemm,
+    panel,
+    small,
+    q4_few,
+    attention
+);
 criterion_main!(benches);
