@@ -7,6 +7,7 @@
 
 pub mod avx2;
 pub mod avx512;
+mod few;
 
 /// Proof that AVX2, FMA and F16C are available. Only [`Avx2Fma::try_new`] builds one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,6 +9,7 @@ use super::{hsum, Avx2Fma, Elem};
 use crate::panel::{self, panel_shape, PanelActs};
 use crate::scalar::{self, q4_shape};
 use crate::tile::{self, Decode};
+use crate::x86::few::{self, FEW_MAX_TOK, FEW_T};
 use core::arch::x86_64::*;
 use half::{bf16, f16};
 
@@ -330,20 +331,12 @@ unsafe fn transpose_blocks(x: &[f32], k: usize, xt: *mut f32) {
     }
 }
 
-/// Token counts [`gemm_q4_few`] takes (below this, from 2); a whole prompt goes to the panel.
-const FEW_MAX_TOK: usize = 16;
-/// Rows and the most tokens of one [`gemm_q4_few`] register tile.
+/// Rows of one [`gemm_q4_few`] register tile (of up to `FEW_T` tokens).
 const FEW_R: usize = 1;
-const FEW_T: usize = 8;
 /// Activation bytes of one [`gemm_q4_few`] k-chunk: half of a 32 KB L1.
 const FEW_CHUNK_BYTES: usize = 16 << 10;
 /// How many rows ahead [`gemm_q4_few`] prefetches the weights.
 const FEW_PREFETCH_ROWS: usize = 2;
-
-std::thread_local! {
-    /// The activations in [`gemm_q4_few`]'s order, reused across calls (no allocation per step).
-    static FEW_XT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
 
 /// A few tokens (2 to 15: one per running sequence of a server batch) times 4-bit weights,
 /// groups a multiple of 64: the batched-decode GEMM.
@@ -367,46 +360,44 @@ std::thread_local! {
 /// [`FEW_PREFETCH_ROWS`] ahead (a few hundred bytes per row: no stream to train on).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_q4_few(d: &Q4<'_>, x: &[f32], rows: usize, n_tok: usize, out: &mut [f32]) {
-    let mut xt = FEW_XT.take();
-    xt.clear();
-    xt.resize(n_tok * d.k, 0.0);
-    let blocks = d.k / 64;
-    for blk in 0..blocks {
-        for t in 0..n_tok {
-            // SAFETY: block blk of token t (64 inputs) is inside x (n_tok, k) and its 64
-            // outputs inside xt (n_tok·k floats); k is a multiple of 64 (checked by the caller).
-            unsafe {
-                let columns = transpose8(x.as_ptr().add(t * d.k + blk * 64));
-                let dst = xt.as_mut_ptr().add((blk * n_tok + t) * 64);
-                for (p, c) in columns.iter().enumerate() {
-                    _mm256_storeu_ps(dst.add(8 * p), *c);
+    few::with_scratch(n_tok * d.k, |xt| {
+        let blocks = d.k / 64;
+        for blk in 0..blocks {
+            for t in 0..n_tok {
+                // SAFETY: block blk of token t (64 inputs) is inside x (n_tok, k) and its 64
+                // outputs inside xt (n_tok·k floats); k is a multiple of 64 (checked by the caller).
+                unsafe {
+                    let columns = transpose8(x.as_ptr().add(t * d.k + blk * 64));
+                    let dst = xt.as_mut_ptr().add((blk * n_tok + t) * 64);
+                    for (p, c) in columns.iter().enumerate() {
+                        _mm256_storeu_ps(dst.add(8 * p), *c);
+                    }
                 }
             }
         }
-    }
-    out.fill(0.0);
-    let chunk = (FEW_CHUNK_BYTES / (n_tok * 64 * 4)).max(1);
-    for c0 in (0..blocks).step_by(chunk) {
-        let c1 = (c0 + chunk).min(blocks);
-        let mut r = 0;
-        // SAFETY (all loops): rows r..r+N exist, blocks c0..c1 are inside k, xt is x
-        // transposed, and the caller checked the layout.
-        if n_tok <= FEW_T / 2 {
-            while r + 2 * FEW_R <= rows {
-                unsafe { few_q4_rows::<{ 2 * FEW_R }>(d, &xt, n_tok, r, c0..c1, out) };
-                r += 2 * FEW_R;
+        out.fill(0.0);
+        let chunk = (FEW_CHUNK_BYTES / (n_tok * 64 * 4)).max(1);
+        for c0 in (0..blocks).step_by(chunk) {
+            let c1 = (c0 + chunk).min(blocks);
+            let mut r = 0;
+            // SAFETY (all loops): rows r..r+N exist, blocks c0..c1 are inside k, xt is x
+            // transposed, and the caller checked the layout.
+            if n_tok <= FEW_T / 2 {
+                while r + 2 * FEW_R <= rows {
+                    unsafe { few_q4_rows::<{ 2 * FEW_R }>(d, xt, n_tok, r, c0..c1, out) };
+                    r += 2 * FEW_R;
+                }
+            }
+            while r + FEW_R <= rows {
+                unsafe { few_q4_rows::<FEW_R>(d, xt, n_tok, r, c0..c1, out) };
+                r += FEW_R;
+            }
+            while r < rows {
+                unsafe { few_q4_rows::<1>(d, xt, n_tok, r, c0..c1, out) };
+                r += 1;
             }
         }
-        while r + FEW_R <= rows {
-            unsafe { few_q4_rows::<FEW_R>(d, &xt, n_tok, r, c0..c1, out) };
-            r += FEW_R;
-        }
-        while r < rows {
-            unsafe { few_q4_rows::<1>(d, &xt, n_tok, r, c0..c1, out) };
-            r += 1;
-        }
-    }
-    FEW_XT.set(xt);
+    })
 }
 
 /// Rows `r0..r0+N` of [`gemm_q4_few`] over 64-weight blocks `blocks`, for all tokens in tiles of
@@ -421,12 +412,9 @@ unsafe fn few_q4_rows<const N: usize>(
     blocks: core::ops::Range<usize>,
     out: &mut [f32],
 ) {
-    let tiles = n_tok.div_ceil(FEW_T);
-    let mut t0 = 0;
-    for tile in 0..tiles {
-        let n = (n_tok - t0) / (tiles - tile);
+    for (t0, n) in few::token_tiles(n_tok) {
         let b = blocks.clone();
-        // SAFETY: tokens t0..t0+n exist (n ≤ FEW_T: the tiles are balanced) and rows
+        // SAFETY: tokens t0..t0+n exist (n ≤ FEW_T) and rows
         // r0..r0+N (the caller's contract).
         unsafe {
             match n {
@@ -440,7 +428,6 @@ unsafe fn few_q4_rows<const N: usize>(
                 _ => few_q4_tile::<N, 8>(d, xt, n_tok, r0, t0, b, out),
             }
         }
-        t0 += n;
     }
 }
 

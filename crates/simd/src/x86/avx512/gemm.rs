@@ -16,6 +16,7 @@ use super::Avx512;
 use crate::panel::{self, panel_shape, PanelActs};
 use crate::scalar::{self, q4_shape};
 use crate::tile::{self, Decode, Lanes};
+use crate::x86::few::{self, FEW_MAX_TOK, FEW_T};
 use core::arch::x86_64::*;
 use half::{bf16, f16};
 
@@ -496,16 +497,8 @@ unsafe fn gemv_q4_blocked_rows<const N: usize>(
     }
 }
 
-/// Token counts [`gemm_q4_few`] takes (below this, from 2); a whole prompt goes to the panel.
-const FEW_MAX_TOK: usize = 16;
-/// Rows and the most tokens of one [`gemm_q4_few`] register tile.
+/// Rows of one [`gemm_q4_few`] register tile (of up to `FEW_T` tokens).
 const FEW_R: usize = 2;
-const FEW_T: usize = 8;
-
-std::thread_local! {
-    /// The activations in [`gemm_q4_few`]'s order, reused across calls (no allocation per step).
-    static FEW_XT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
 
 /// A few tokens (2 to 15: one per running sequence of a server batch) times 4-bit weights,
 /// groups a multiple of 128: the batched-decode GEMM.
@@ -529,21 +522,19 @@ std::thread_local! {
 /// rows, as the GEMVs do.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn gemm_q4_few(d: &Q4<'_>, x: &[f32], rows: usize, n_tok: usize, out: &mut [f32]) {
-    let mut xt = FEW_XT.take();
-    xt.clear();
-    xt.resize(n_tok * d.k, 0.0);
-    // SAFETY: x is (n_tok, k) with k a multiple of 128 (checked by the caller) and xt holds
-    // n_tok·k floats.
-    unsafe { transpose_blocks(x, d.k, n_tok, xt.as_mut_ptr()) };
-    // SAFETY: xt is x transposed, and the caller checked the layout.
-    unsafe {
-        if n_tok <= FEW_T / 2 {
-            few_q4_all_rows::<{ 2 * FEW_R }>(d, &xt, rows, n_tok, out)
-        } else {
-            few_q4_all_rows::<FEW_R>(d, &xt, rows, n_tok, out)
+    few::with_scratch(n_tok * d.k, |xt| {
+        // SAFETY: x is (n_tok, k) with k a multiple of 128 (checked by the caller) and xt holds
+        // n_tok·k floats.
+        unsafe { transpose_blocks(x, d.k, n_tok, xt.as_mut_ptr()) };
+        // SAFETY: xt is x transposed, and the caller checked the layout.
+        unsafe {
+            if n_tok <= FEW_T / 2 {
+                few_q4_all_rows::<{ 2 * FEW_R }>(d, xt, rows, n_tok, out)
+            } else {
+                few_q4_all_rows::<FEW_R>(d, xt, rows, n_tok, out)
+            }
         }
-    }
-    FEW_XT.set(xt);
+    })
 }
 
 /// Every row of [`gemm_q4_few`] in passes of `N` rows, then one by one.
@@ -578,11 +569,8 @@ unsafe fn few_q4_rows<const N: usize>(
     r0: usize,
     out: &mut [f32],
 ) {
-    let tiles = n_tok.div_ceil(FEW_T);
-    let mut t0 = 0;
-    for tile in 0..tiles {
-        let n = (n_tok - t0) / (tiles - tile);
-        // SAFETY: tokens t0..t0+n exist (n ≤ FEW_T: the tiles are balanced) and rows
+    for (t0, n) in few::token_tiles(n_tok) {
+        // SAFETY: tokens t0..t0+n exist (n ≤ FEW_T) and rows
         // r0..r0+N (the caller's contract).
         unsafe {
             match n {
@@ -596,7 +584,6 @@ unsafe fn few_q4_rows<const N: usize>(
                 _ => few_q4_tile::<N, 8>(d, xt, n_tok, r0, t0, out),
             }
         }
-        t0 += n;
     }
 }
 
