@@ -137,6 +137,47 @@ unsafe fn widen16<const E4M3: bool>(v: __m128i) -> (__m256, __m256) {
     (lo, hi)
 }
 
+/// Decode (`T == 1`), at every 64th input: fetches the next pass's rows one pass ahead (rows of
+/// a few KB side by side are too short for the hardware prefetcher to train on).
+#[inline(always)]
+fn prefetch_next_pass<const R: usize, const T: usize>(
+    wp: *const u8,
+    r0: usize,
+    k: usize,
+    j: usize,
+) {
+    if T == 1 && j.is_multiple_of(64) {
+        for i in 0..R {
+            let at = wp.wrapping_add((r0 + R + i) * k + j);
+            // SAFETY: SSE is part of x86_64, and a prefetch never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast()) };
+        }
+    }
+}
+
+/// Adds the 16 codes of `v` times each token's 16 inputs into `bacc`: token `t`'s at `x + t·k`.
+///
+/// # Safety
+/// The CPU has AVX2+FMA+F16C, and `x + t·k .. + 16` is readable for every `t < T`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fma16<const E4M3: bool, const T: usize>(
+    v: __m128i,
+    x: *const f32,
+    k: usize,
+    bacc: &mut [__m256; T],
+) {
+    // SAFETY: the caller guarantees the level and the inputs.
+    unsafe {
+        let (lo, hi) = widen16::<E4M3>(v);
+        for (t, acc) in bacc.iter_mut().enumerate() {
+            let xr = x.add(t * k);
+            *acc = _mm256_fmadd_ps(lo, _mm256_loadu_ps(xr), *acc);
+            *acc = _mm256_fmadd_ps(hi, _mm256_loadu_ps(xr.add(8)), *acc);
+        }
+    }
+}
+
 /// One `R × T` output tile.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -166,59 +207,37 @@ unsafe fn tile<const E4M3: bool, const R: usize, const T: usize>(
         let mut bacc = [[_mm256_setzero_ps(); T]; R];
         let mut btail = [[0f32; T]; R];
         let mut j = s0;
+        // `code & 0x7f` is 0x7f only for NaN: a running byte maximum finds one. In 32-code steps
+        // the check reads the codes again as one 32-byte load (a load port is free; the vector
+        // ALUs are not): one and + max per 32 codes.
         while j + 32 <= s1 {
-            if T == 1 && j.is_multiple_of(64) {
-                for i in 0..R {
-                    let at = wp.wrapping_add((r0 + R + i) * k + j);
-                    _mm_prefetch::<_MM_HINT_T0>(at.cast());
-                }
-            }
+            prefetch_next_pass::<R, T>(wp, r0, k, j);
             for i in 0..R {
                 // SAFETY: (r0+i, j..j+32) is inside w; tokens t0+t have x[j..j+32].
                 unsafe {
                     let c = wp.add((r0 + i) * k + j);
                     if E4M3 {
-                        // The NaN check reads the 32 codes again (a load port is free; the
-                        // vector ALUs are not): one and + max per 32 codes.
                         let v = _mm256_loadu_si256(c.cast());
                         nan32[i] = _mm256_max_epu8(nan32[i], _mm256_and_si256(v, low7_32));
                     }
                     for h in 0..2 {
-                        let (lo, hi) = widen16::<E4M3>(_mm_loadu_si128(c.add(16 * h).cast()));
-                        for t in 0..T {
-                            let xr = xp.add((t0 + t) * k + j + 16 * h);
-                            bacc[i][t] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(xr), bacc[i][t]);
-                            bacc[i][t] =
-                                _mm256_fmadd_ps(hi, _mm256_loadu_ps(xr.add(8)), bacc[i][t]);
-                        }
+                        let v = _mm_loadu_si128(c.add(16 * h).cast());
+                        fma16::<E4M3, T>(v, xp.add(t0 * k + j + 16 * h), k, &mut bacc[i]);
                     }
                 }
             }
             j += 32;
         }
         while j + 16 <= s1 {
-            if T == 1 && j.is_multiple_of(64) {
-                // Decode: fetch the next pass's rows one pass ahead (rows of a few KB side by
-                // side are too short for the hardware prefetcher to train on).
-                for i in 0..R {
-                    let at = wp.wrapping_add((r0 + R + i) * k + j);
-                    _mm_prefetch::<_MM_HINT_T0>(at.cast());
-                }
-            }
+            prefetch_next_pass::<R, T>(wp, r0, k, j);
             for i in 0..R {
                 // SAFETY: (r0+i, j..j+16) is inside w; tokens t0+t have x[j..j+16].
                 unsafe {
                     let v = _mm_loadu_si128(wp.add((r0 + i) * k + j).cast());
                     if E4M3 {
-                        // `code & 0x7f` is 0x7f only for NaN: a running byte maximum finds one.
                         nan[i] = _mm_max_epu8(nan[i], _mm_and_si128(v, low7));
                     }
-                    let (lo, hi) = widen16::<E4M3>(v);
-                    for t in 0..T {
-                        let xr = xp.add((t0 + t) * k + j);
-                        bacc[i][t] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(xr), bacc[i][t]);
-                        bacc[i][t] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(xr.add(8)), bacc[i][t]);
-                    }
+                    fma16::<E4M3, T>(v, xp.add(t0 * k + j), k, &mut bacc[i]);
                 }
             }
             j += 16;
