@@ -221,7 +221,9 @@ fn bench_model(args: &BenchServeArgs, dir: &std::path::Path) -> Result<String> {
         handle.shutdown()?;
         let median_before =
             median(before.iter().map(Duration::as_secs_f64).collect()).unwrap_or(f64::NAN);
-        let (median_during, p99_during) = pct(during.clone());
+        let median_during =
+            median(during.iter().map(Duration::as_secs_f64).collect()).unwrap_or(f64::NAN);
+        let (_, p99_during) = pct(during.clone());
         // The verdict compares with the streams' median before the prompt arrived, when their
         // contexts were short; the median during it shows how much of the rise is the pacing
         // (steps up to twice a decode-only one) and how much their own growing attention.

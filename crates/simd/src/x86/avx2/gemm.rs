@@ -414,8 +414,7 @@ unsafe fn few_q4_rows<const N: usize>(
 ) {
     for (t0, n) in few::token_tiles(n_tok) {
         let b = blocks.clone();
-        // SAFETY: tokens t0..t0+n exist (n ≤ FEW_T) and rows
-        // r0..r0+N (the caller's contract).
+        // SAFETY: tokens t0..t0+n exist (n ≤ FEW_T) and rows r0..r0+N (the caller's contract).
         unsafe {
             match n {
                 1 => few_q4_tile::<N, 1>(d, xt, n_tok, r0, t0, b, out),
