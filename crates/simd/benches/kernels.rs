@@ -263,36 +263,57 @@ fn small(c: &mut Criterion) {
     g.finish();
 }
 
-/// AWQ q4 (group 128, f32 activations) at 1, 4 and 8 tokens on the same matrix: what batching a
-/// few sequences costs the server (`n_tok` = running sequences, one token each). Reports weight
-/// bytes per call, so the ratio of two `n_tok`'s throughputs is the inverse of their times:
-/// `time(8) / time(1)` = 8 means batching buys nothing, 1 that the extra tokens come free. Two
-/// shapes: Qwen3-4B's gate/up (from DRAM) and a 256-row slice of it that stays in L2 (compute).
+/// The server's decode step formats, AWQ q4 (group 128, f32 activations), AWQ with int8
+/// activations (`--awq-int8`) and BF16 (also the tied LM head of AWQ and FP8 checkpoints), at 1,
+/// 4 and 8 tokens on the same matrix: what batching a few sequences costs the server (`n_tok` =
+/// running sequences, one token each). Reports weight bytes per call, so the ratio of two
+/// `n_tok`'s throughputs is the inverse of their times: `time(8) / time(1)` = 8 means batching
+/// buys nothing, 1 that the extra tokens come free. Two shapes: Qwen3-4B's gate/up (from DRAM)
+/// and a 256-row slice of it that stays in L2 (compute).
 fn q4_few(c: &mut Criterion) {
     for rows in [9728, 256] {
         let k = 2560;
         let w = Weights::new(rows, k);
         let mut g = c.benchmark_group(format!("q4_few/{k}->{rows}"));
         g.sample_size(20);
-        g.throughput(Throughput::Bytes((rows * k / 2) as u64));
-        for kern in levels().into_iter().filter(|k| k.isa() != Isa::Scalar) {
-            for n_tok in [1, 4, 8] {
-                let x = data(n_tok * k, 2);
-                let mut out = vec![0.0f32; rows * n_tok];
-                let id = BenchmarkId::new(format!("{}", kern.isa()), format!("n_tok={n_tok}"));
-                g.bench_function(id, |b| {
-                    b.iter(|| {
-                        kern.gemm_q4(
-                            black_box(&w.q4),
-                            &w.q4_scales,
-                            &w.q4_zeros,
-                            Q4_GROUP,
-                            &x,
-                            k,
-                            &mut out,
-                        )
-                    })
-                });
+        let mut xa = Q8Acts::new();
+        for (format, bytes_per_weight) in [("q4_g128", 1), ("q4x16_q8_g128", 1), ("bf16", 4)] {
+            g.throughput(Throughput::Bytes((rows * k * bytes_per_weight / 2) as u64));
+            for kern in levels().into_iter().filter(|k| k.isa() != Isa::Scalar) {
+                for n_tok in [1, 4, 8] {
+                    let x = data(n_tok * k, 2);
+                    let mut out = vec![0.0f32; rows * n_tok];
+                    let name = match format {
+                        "q4_g128" => format!("{}", kern.isa()),
+                        _ => format!("{format}/{}", kern.isa()),
+                    };
+                    let id = BenchmarkId::new(name, format!("n_tok={n_tok}"));
+                    g.bench_function(id, |b| {
+                        b.iter(|| match format {
+                            "q4_g128" => kern.gemm_q4(
+                                black_box(&w.q4),
+                                &w.q4_scales,
+                                &w.q4_zeros,
+                                Q4_GROUP,
+                                &x,
+                                k,
+                                &mut out,
+                            ),
+                            "q4x16_q8_g128" => {
+                                xa.quantize(&x, k, 32, Q4_GROUP);
+                                kern.gemm_q4x16_q8(
+                                    black_box(&w.q4x16),
+                                    &w.q4x16_scales,
+                                    &w.q4x16_zeros,
+                                    Q4_GROUP,
+                                    &xa,
+                                    &mut out,
+                                )
+                            }
+                            _ => kern.gemm_bf16(black_box(&w.bf16), &x, k, &mut out),
+                        })
+                    });
+                }
             }
         }
         g.finish();

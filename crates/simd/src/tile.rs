@@ -153,10 +153,12 @@ unsafe fn tile<D: Decode, const R: usize, const T: usize>(
         }
         let mut j = s0;
         while j + n <= s1 {
-            if T == 1 {
+            if t0 == 0 {
                 // Decode reads R rows side by side, each only a few KB: too short for the
                 // hardware stream prefetcher to train on, which left a GEMV at a fraction of
-                // the memory bandwidth. Fetch the next pass's rows one pass ahead instead.
+                // the memory bandwidth. Fetch the next pass's rows one pass ahead instead. A
+                // few tokens (a server step) need it as much: the first token tile over these
+                // rows fetches them, the others find them in cache.
                 for i in 0..R {
                     d.prefetch(r0 + R + i, j);
                 }
