@@ -264,30 +264,38 @@ fn small(c: &mut Criterion) {
 }
 
 /// The server's decode step formats, AWQ q4 (group 128, f32 activations), AWQ with int8
-/// activations (`--awq-int8`) and BF16 (also the tied LM head of AWQ and FP8 checkpoints), at 1,
+/// activations (`--awq-int8`), FP8 E4M3 (128-blocks) and BF16 (also the tied LM head of AWQ
+/// and FP8 checkpoints), at 1,
 /// 4 and 8 tokens on the same matrix: what batching a few sequences costs the server (`n_tok` =
 /// running sequences, one token each). Reports weight bytes per call, so the ratio of two
 /// `n_tok`'s throughputs is the inverse of their times: `time(8) / time(1)` = 8 means batching
 /// buys nothing, 1 that the extra tokens come free. Two shapes: Qwen3-4B's gate/up (from DRAM)
 /// and a 256-row slice of it that stays in L2 (compute).
-fn q4_few(c: &mut Criterion) {
+fn few_tokens(c: &mut Criterion) {
     for rows in [9728, 256] {
         let k = 2560;
         let w = Weights::new(rows, k);
-        let mut g = c.benchmark_group(format!("q4_few/{k}->{rows}"));
+        let mut g = c.benchmark_group(format!("few_tokens/{k}->{rows}"));
         g.sample_size(20);
         let mut xa = Q8Acts::new();
-        for (format, bytes_per_weight) in [("q4_g128", 1), ("q4x16_q8_g128", 1), ("bf16", 4)] {
-            g.throughput(Throughput::Bytes((rows * k * bytes_per_weight / 2) as u64));
+        let formats = [
+            ("q4_g128", 1),
+            ("q4x16_q8_g128", 1),
+            ("fp8_e4m3", 2),
+            ("bf16", 4),
+        ];
+        for (format, half_bytes_per_weight) in formats {
+            g.throughput(Throughput::Bytes(
+                (rows * k * half_bytes_per_weight / 2) as u64,
+            ));
             for kern in levels().into_iter().filter(|k| k.isa() != Isa::Scalar) {
                 for n_tok in [1, 4, 8] {
                     let x = data(n_tok * k, 2);
                     let mut out = vec![0.0f32; rows * n_tok];
-                    let name = match format {
-                        "q4_g128" => format!("{}", kern.isa()),
-                        _ => format!("{format}/{}", kern.isa()),
-                    };
-                    let id = BenchmarkId::new(name, format!("n_tok={n_tok}"));
+                    let id = BenchmarkId::new(
+                        format!("{format}/{}", kern.isa()),
+                        format!("n_tok={n_tok}"),
+                    );
                     g.bench_function(id, |b| {
                         b.iter(|| match format {
                             "q4_g128" => kern.gemm_q4(
@@ -310,6 +318,15 @@ fn q4_few(c: &mut Criterion) {
                                     &mut out,
                                 )
                             }
+                            "fp8_e4m3" => kern.gemm_fp8(
+                                Fp8Format::E4M3,
+                                black_box(&w.fp8),
+                                &w.fp8_scales,
+                                FP8_BLOCK,
+                                &x,
+                                k,
+                                &mut out,
+                            ),
                             _ => kern.gemm_bf16(black_box(&w.bf16), &x, k, &mut out),
                         })
                     });
@@ -365,7 +382,7 @@ criterion_group!(
     gemm,
     panel,
     small,
-    q4_few,
+    few_tokens,
     attention
 );
 criterion_main!(benches);

@@ -80,7 +80,8 @@ fn scalar_decodes_all_256_codes_exactly() {
 
 /// Row `c` of a `(256, 32)` weight holds code `c` at column `c % 32` and +0 elsewhere; with `x = 1`
 /// and scale 1 each output is exactly that code's value (adding +0 changes nothing, and ±inf/NaN
-/// survive), so the vector decoders are checked bit for bit.
+/// survive), so the vector decoders are checked bit for bit, for one token (decode) and for every
+/// few-token tile (a server step's 2 to 8 tokens, and past them).
 #[test]
 fn vector_levels_decode_all_256_codes_exactly() {
     let k = 32;
@@ -92,18 +93,22 @@ fn vector_levels_decode_all_256_codes_exactly() {
         }
         let scales = vec![1.0f32; 256];
         for kern in vector_levels().into_iter().chain([scalar()]) {
-            let mut out = vec![0.0; 256];
-            kern.gemm_fp8(format, &w, &scales, k, &[1.0; 32], k, &mut out);
-            for code in 0..=255u8 {
-                let got = out[code as usize];
-                // −0 + (+0) = +0, so negative zero comes back as +0: compare zeros by value.
-                let ok = same(got, want(code)) || (got == 0.0 && want(code) == 0.0);
-                assert!(
-                    ok,
-                    "{} {format:?} {code:#04x}: got {got}, want {}",
-                    kern.isa(),
-                    want(code)
-                );
+            for n_tok in 1..=9 {
+                let mut out = vec![0.0; 256 * n_tok];
+                kern.gemm_fp8(format, &w, &scales, k, &vec![1.0; k * n_tok], k, &mut out);
+                for code in 0..=255u8 {
+                    for t in 0..n_tok {
+                        let got = out[code as usize * n_tok + t];
+                        // −0 + (+0) = +0, so negative zero comes back as +0: compare zeros by value.
+                        let ok = same(got, want(code)) || (got == 0.0 && want(code) == 0.0);
+                        assert!(
+                            ok,
+                            "{} {format:?} {code:#04x}, token {t} of {n_tok}: got {got}, want {}",
+                            kern.isa(),
+                            want(code)
+                        );
+                    }
+                }
             }
         }
     }

@@ -129,7 +129,7 @@ unsafe fn gemm_imp<D: Decode<L = Avx2Fma>>(
 /// tile that measured fastest for their count, most often one that covers every token so each
 /// weight is decoded once (the 4 × 3 tile decoded an 8-token step's rows three times); 8 tokens
 /// run as two 3 × 4 tiles, since 16 accumulators leave no ymm register for the weights.
-/// Measured (`q4_few` bench, 2560 → 9728 bf16 from DRAM, Zen 4): 4 tokens 9.3 → 13.5 GiB/s,
+/// Measured (`few_tokens` bench, 2560 → 9728 bf16 from DRAM, Zen 4): 4 tokens 9.3 → 13.5 GiB/s,
 /// 7 tokens 5.6 (1 × 7) → 7.0 (2 × 7), 8 tokens 4.4 → 7.0 (5.3 as one 1 × 8 tile).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_dense<E: Elem>(

@@ -198,7 +198,7 @@ unsafe fn gemm_imp<D: Decode<L = Avx512>>(
 /// Dense weights (bf16, f16, f32). A server step's running sequences (up to 8 tokens) get one
 /// tile that covers every token, so each weight is decoded once (the 4 × 6 tile decoded the rows
 /// of a 4- or 8-token step twice), with as many rows as 32 zmm registers hold beside it.
-/// Measured (`q4_few` bench, 2560 → 9728 bf16 from DRAM, Zen 4): 4 tokens 10.2 → 15.2 GiB/s
+/// Measured (`few_tokens` bench, 2560 → 9728 bf16 from DRAM, Zen 4): 4 tokens 10.2 → 15.2 GiB/s
 /// (as fast as one token), 8 tokens 6.8 → 9.9.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn gemm_dense<E: Elem16>(
