@@ -97,6 +97,42 @@ pub(crate) unsafe fn gemm<D: Decode, const R: usize, const T: usize>(
     }
 }
 
+/// [`gemm`] for exactly `T1 + T2` tokens (9 to 15: a server step's decodes beside a prompt
+/// chunk): each pass of `R` rows runs one `T1`-token tile and one `T2`-token tile, so its rows
+/// are decoded twice, where [`gemm`]'s tiles of `T` plus pairs and singles decode them 3 to 5
+/// times.
+///
+/// # Safety
+/// As [`gemm`], and `n_tok == T1 + T2`.
+#[inline(always)]
+pub(crate) unsafe fn gemm_two_tiles<D: Decode, const R: usize, const T1: usize, const T2: usize>(
+    d: &D,
+    x: &[f32],
+    k: usize,
+    rows: usize,
+    n_tok: usize,
+    out: &mut [f32],
+) {
+    debug_assert!(n_tok == T1 + T2 && x.len() == n_tok * k && out.len() == rows * n_tok);
+    let mut r = 0;
+    while r + R <= rows {
+        // SAFETY: rows r..r+R and tokens 0..T1, T1..T1+T2 exist; the rest is the caller's.
+        unsafe {
+            tile::<D, R, T1>(d, r, 0, x, k, n_tok, out);
+            tile::<D, R, T2>(d, r, T1, x, k, n_tok, out);
+        }
+        r += R;
+    }
+    while r < rows {
+        // SAFETY: as above, for row r.
+        unsafe {
+            tile::<D, 1, T1>(d, r, 0, x, k, n_tok, out);
+            tile::<D, 1, T2>(d, r, T1, x, k, n_tok, out);
+        }
+        r += 1;
+    }
+}
+
 #[inline(always)]
 unsafe fn row_pass<D: Decode, const R: usize, const T: usize>(
     d: &D,

@@ -130,7 +130,9 @@ unsafe fn gemm_imp<D: Decode<L = Avx2Fma>>(
 /// weight is decoded once (the 4 × 3 tile decoded an 8-token step's rows three times); 8 tokens
 /// run as two 3 × 4 tiles, since 16 accumulators leave no ymm register for the weights.
 /// Measured (`few_tokens` bench, 2560 → 9728 bf16 from DRAM, Zen 4): 4 tokens 9.3 → 13.5 GiB/s,
-/// 7 tokens 5.6 (1 × 7) → 7.0 (2 × 7), 8 tokens 4.4 → 7.0 (5.3 as one 1 × 8 tile).
+/// 7 tokens 5.6 (1 × 7) → 7.0 (2 × 7), 8 tokens 4.4 → 7.0 (5.3 as one 1 × 8 tile). 9 to 14
+/// tokens (decodes beside a prompt chunk) run two tiles a row pass: 9 tokens 4.8 → 6.9, 12
+/// tokens 3.7 → 5.5.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_dense<E: Elem>(
     w: &[E],
@@ -150,6 +152,12 @@ unsafe fn gemm_dense<E: Elem>(
             6 => tile::gemm::<_, 2, 6>(d, x, k, rows, n_tok, out),
             7 => tile::gemm::<_, 2, 7>(d, x, k, rows, n_tok, out),
             8 => tile::gemm::<_, 3, 4>(d, x, k, rows, n_tok, out),
+            9 => tile::gemm_two_tiles::<_, 2, 5, 4>(d, x, k, rows, n_tok, out),
+            10 => tile::gemm_two_tiles::<_, 2, 5, 5>(d, x, k, rows, n_tok, out),
+            11 => tile::gemm_two_tiles::<_, 2, 6, 5>(d, x, k, rows, n_tok, out),
+            12 => tile::gemm_two_tiles::<_, 2, 6, 6>(d, x, k, rows, n_tok, out),
+            13 => tile::gemm_two_tiles::<_, 2, 7, 6>(d, x, k, rows, n_tok, out),
+            14 => tile::gemm_two_tiles::<_, 2, 7, 7>(d, x, k, rows, n_tok, out),
             _ => tile::gemm::<_, R, T>(d, x, k, rows, n_tok, out),
         }
     }

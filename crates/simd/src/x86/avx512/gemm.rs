@@ -199,7 +199,8 @@ unsafe fn gemm_imp<D: Decode<L = Avx512>>(
 /// tile that covers every token, so each weight is decoded once (the 4 × 6 tile decoded the rows
 /// of a 4- or 8-token step twice), with as many rows as 32 zmm registers hold beside it.
 /// Measured (`few_tokens` bench, 2560 → 9728 bf16 from DRAM, Zen 4): 4 tokens 10.2 → 15.2 GiB/s
-/// (as fast as one token), 8 tokens 6.8 → 9.9.
+/// (as fast as one token), 8 tokens 6.8 → 9.9. 9 to 15 tokens (decodes beside a prompt chunk)
+/// run two tiles a row pass: 9 tokens 8.2 → 8.6, 15 tokens 5.5 → 5.9 (the FMA bound is near).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn gemm_dense<E: Elem16>(
     w: &[E],
@@ -219,6 +220,12 @@ unsafe fn gemm_dense<E: Elem16>(
             5 => tile::gemm::<_, 5, 5>(d, x, k, rows, n_tok, out),
             7 => tile::gemm::<_, 3, 7>(d, x, k, rows, n_tok, out),
             8 => tile::gemm::<_, 3, 8>(d, x, k, rows, n_tok, out),
+            9 => tile::gemm_two_tiles::<_, 4, 5, 4>(d, x, k, rows, n_tok, out),
+            10 => tile::gemm_two_tiles::<_, 4, 5, 5>(d, x, k, rows, n_tok, out),
+            11 => tile::gemm_two_tiles::<_, 4, 6, 5>(d, x, k, rows, n_tok, out),
+            13 => tile::gemm_two_tiles::<_, 3, 7, 6>(d, x, k, rows, n_tok, out),
+            14 => tile::gemm_two_tiles::<_, 3, 7, 7>(d, x, k, rows, n_tok, out),
+            15 => tile::gemm_two_tiles::<_, 3, 8, 7>(d, x, k, rows, n_tok, out),
             _ => tile::gemm::<_, R, T>(d, x, k, rows, n_tok, out),
         }
     }
