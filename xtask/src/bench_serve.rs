@@ -13,7 +13,10 @@
 //!    ones with other questions (the prefix cache serves the system prompt);
 //! 4. `--running` streams decode while a `--long-prompt` prompt arrives: their inter-token
 //!    latency while it is prefilled (p99) against their median before it, per
-//!    `--prefill-chunk`.
+//!    `--prefill-chunk`. Per token: a token whose text the server holds back (part of a UTF-8
+//!    character; random weights pick byte tokens often) arrives with the next one, so the gap
+//!    before a chunk is shared by the tokens it carries (counted by their log-probs). The
+//!    gaps between chunks are reported beside it.
 
 use crate::bench::{median, synth_model, Machine};
 use crate::synth::WeightFormat;
@@ -64,10 +67,12 @@ pub(crate) struct BenchServeArgs {
 #[derive(Debug, Default)]
 struct Stream {
     ttft: Option<Duration>,
-    /// Between consecutive content chunks.
+    /// Between consecutive text chunks (content or reasoning).
     gaps: Vec<Duration>,
-    /// Arrival of each content chunk.
+    /// Arrival of each text chunk.
     arrivals: Vec<Instant>,
+    /// Tokens each text chunk carries: its log-probs when they were asked for, else 1.
+    tokens: Vec<usize>,
     completion_tokens: usize,
     ids: Vec<String>,
     ok: bool,
@@ -217,20 +222,22 @@ fn bench_model(args: &BenchServeArgs, dir: &std::path::Path) -> Result<String> {
     for &chunk in &args.prefill_chunk {
         let handle = server(args.running + 1, chunk)?;
         let addr = ready(handle.addr())?;
-        let (before, during, long_ttft) = interference(addr, args, generator.model().ctx_size())?;
+        let m = interference(addr, args, generator.model().ctx_size())?;
         handle.shutdown()?;
-        let median_before =
-            median(before.iter().map(Duration::as_secs_f64).collect()).unwrap_or(f64::NAN);
-        let median_during =
-            median(during.iter().map(Duration::as_secs_f64).collect()).unwrap_or(f64::NAN);
-        let (_, p99_during) = pct(during.clone());
+        let median_of = |v: &[Duration]| {
+            median(v.iter().map(Duration::as_secs_f64).collect()).unwrap_or(f64::NAN)
+        };
+        let median_before = median_of(&m.before);
+        let median_during = median_of(&m.during);
+        let (_, p99_during) = pct(m.during.clone());
+        let (_, p99_chunks) = pct(m.during_chunks.clone());
         // The verdict compares with the streams' median before the prompt arrived, when their
         // contexts were short; the median during it shows how much of the rise is the pacing
         // (steps up to twice a decode-only one) and how much their own growing attention.
         out += &format!(
-            "| {}-token prompt arrives, {} streams running, prefill chunk paced, at most {chunk} | inter-token median before {median_before:.3} s, p99 while it is prefilled {p99_during:.3} s = {:.2}x (median then {median_during:.3} s; {} gaps); its TTFT {:.1} s | <= 3x | {} |\n",
-            args.long_prompt, args.running, p99_during / median_before, during.len(),
-            long_ttft.as_secs_f64(),
+            "| {}-token prompt arrives, {} streams running, prefill chunk paced, at most {chunk} | inter-token median before {median_before:.3} s, p99 while it is prefilled {p99_during:.3} s = {:.2}x (median then {median_during:.3} s; {} tokens; between text chunks p99 {p99_chunks:.3} s = {:.2}x); its TTFT {:.1} s | <= 3x | {} |\n",
+            args.long_prompt, args.running, p99_during / median_before, m.during.len(),
+            p99_chunks / median_before, m.ttft.as_secs_f64(),
             verdict(p99_during <= 3.0 * median_before),
         );
     }
@@ -406,10 +413,9 @@ fn stream(
             if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
                 s.completion_tokens = n as usize;
             }
-            if v["choices"][0]["delta"]["content"]
-                .as_str()
-                .is_some_and(|t| !t.is_empty())
-            {
+            let choice = &v["choices"][0];
+            let text = |key: &str| choice["delta"][key].as_str().is_some_and(|t| !t.is_empty());
+            if text("content") || text("reasoning_content") {
                 if s.ttft.is_none() {
                     s.ttft = Some(now.duration_since(start));
                 }
@@ -418,6 +424,12 @@ fn stream(
                 }
                 last = Some(now);
                 s.arrivals.push(now);
+                s.tokens.push(
+                    choice["logprobs"]["content"]
+                        .as_array()
+                        .map_or(1, Vec::len)
+                        .max(1),
+                );
                 if !on_chunk(now) {
                     s.ok = ok_status;
                     return Ok(s);
@@ -429,14 +441,21 @@ fn stream(
     Ok(s)
 }
 
+/// What scenario 4 measured.
+struct Interference {
+    /// The streams' inter-token gaps before the long prompt was sent.
+    before: Vec<Duration>,
+    /// Their inter-token gaps while it was prefilled (until its first chunk).
+    during: Vec<Duration>,
+    /// The gaps between their text chunks while it was prefilled.
+    during_chunks: Vec<Duration>,
+    /// The long prompt's time to first token.
+    ttft: Duration,
+}
+
 /// Scenario 4: `args.running` streams run; once each has streamed a few chunks the long
-/// prompt is sent. Returns the streams' gaps before it was sent, and while it was prefilled
-/// (until its first chunk).
-fn interference(
-    addr: SocketAddr,
-    args: &BenchServeArgs,
-    ctx: usize,
-) -> Result<(Vec<Duration>, Vec<Duration>, Duration)> {
+/// prompt is sent. Inter-token gaps: a chunk's gap is shared by the tokens it carries.
+fn interference(addr: SocketAddr, args: &BenchServeArgs, ctx: usize) -> Result<Interference> {
     let long = words(args.long_prompt);
     let long_tokens = args.long_prompt + 16;
     // Enough tokens for the streams to outlive the long prefill at a pessimistic 2 prompt
@@ -448,7 +467,7 @@ fn interference(
     // Once the long prompt is answered the streams hang up: what follows is not measured.
     let answered = std::sync::atomic::AtomicBool::new(false);
     let answered = &answered;
-    let arrivals: Vec<Vec<Instant>> = std::thread::scope(|s| -> Result<_> {
+    let streams: Vec<Stream> = std::thread::scope(|s| -> Result<_> {
         let streams: Vec<_> =
             (0..args.running)
                 .map(|i| {
@@ -456,9 +475,9 @@ fn interference(
                     let body = json!({
                         "messages": [{"role": "user", "content": format!("Stream {i}")}],
                         "max_tokens": decode, "temperature": 0, "ignore_eos": true, "stream": true,
+                        "logprobs": true,
                     });
                     stream(addr, &body, |_| !answered.load(std::sync::atomic::Ordering::SeqCst))
-                        .map(|st| st.arrivals)
                 })
                 })
                 .collect();
@@ -493,19 +512,26 @@ fn interference(
         .into_inner()
         .unwrap()
         .context("the long prompt was answered")?;
-    let (mut before, mut during) = (Vec::new(), Vec::new());
-    for a in &arrivals {
-        for w in a.windows(2) {
+    let (mut before, mut during, mut during_chunks) = (Vec::new(), Vec::new(), Vec::new());
+    for st in &streams {
+        for (w, &tokens) in st.arrivals.windows(2).zip(&st.tokens[1..]) {
             let gap = w[1].duration_since(w[0]);
+            let per_token = std::iter::repeat_n(gap / tokens as u32, tokens);
             if w[1] <= sent {
-                before.push(gap);
+                before.extend(per_token);
             } else if w[0] >= sent && w[1] <= first {
-                during.push(gap);
+                during.extend(per_token);
+                during_chunks.push(gap);
             }
         }
     }
     if during.is_empty() {
         bail!("no stream chunk arrived while the long prompt was prefilled (streams too short?)");
     }
-    Ok((before, during, first.duration_since(sent)))
+    Ok(Interference {
+        before,
+        during,
+        during_chunks,
+        ttft: first.duration_since(sent),
+    })
 }
