@@ -102,8 +102,11 @@ pub(crate) unsafe fn gemm<D: Decode, const R: usize, const T: usize>(
 /// are decoded twice, where [`gemm`]'s tiles of `T` plus pairs and singles decode them 3 to 5
 /// times.
 ///
+/// Only the x86 levels size their tiles per token count (NEON's few-token path is unmeasured).
+///
 /// # Safety
 /// As [`gemm`], and `n_tok == T1 + T2`.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) unsafe fn gemm_two_tiles<D: Decode, const R: usize, const T1: usize, const T2: usize>(
     d: &D,
