@@ -77,7 +77,9 @@ unsafe fn gemm_imp<const E4M3: bool>(p: &Fp8<'_>, rows: usize, out: &mut [f32]) 
     // with as many rows as 32 zmm registers hold: 2 accumulators per (row, token). 8 tokens run
     // as two 3 × 4 tiles: a 1 × 8 tile re-reads all 8 tokens' activations (80 KB at Qwen3's
     // 2560 inputs, past L1) for every row. Measured (`few_tokens` bench, e4m3 2560 → 9728
-    // from DRAM, Zen 4): 4 tokens 4.9 → 7.8 GiB/s, 8 tokens 2.5 → 3.4 (2.5 as 1 × 8).
+    // from DRAM, Zen 4): 4 tokens 4.9 → 7.8 GiB/s, 8 tokens 2.5 → 3.4 (2.5 as 1 × 8). 9 to 15
+    // tokens (decodes beside a prompt chunk) run two tiles a row pass: 9 tokens 1.8 → 3.3, 12
+    // tokens 1.4 → 2.6, 13 tokens 1.2 → 1.5 (one row a pass: two rows would not fit).
     // SAFETY (every arm): the tokens exist and the caller checked the shapes.
     unsafe {
         match p.n_tok {
@@ -88,8 +90,44 @@ unsafe fn gemm_imp<const E4M3: bool>(p: &Fp8<'_>, rows: usize, out: &mut [f32]) 
             6 => passes::<E4M3, 2, 6>(p, rows, out),
             7 => passes::<E4M3, 2, 7>(p, rows, out),
             8 => passes::<E4M3, 3, 4>(p, rows, out),
+            9 => passes_two::<E4M3, 2, 5, 4>(p, rows, out),
+            10 => passes_two::<E4M3, 2, 5, 5>(p, rows, out),
+            11 => passes_two::<E4M3, 2, 6, 5>(p, rows, out),
+            12 => passes_two::<E4M3, 2, 6, 6>(p, rows, out),
+            13 => passes_two::<E4M3, 1, 7, 6>(p, rows, out),
+            14 => passes_two::<E4M3, 1, 7, 7>(p, rows, out),
+            15 => passes_two::<E4M3, 1, 8, 7>(p, rows, out),
             _ => passes::<E4M3, 4, 3>(p, rows, out),
         }
+    }
+}
+
+/// Every row in passes of `R` rows, then one by one, each pass one tile of `T1` tokens and one
+/// of `T2` (9 to 15 tokens: decodes beside a prompt chunk), so each row is decoded twice.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn passes_two<const E4M3: bool, const R: usize, const T1: usize, const T2: usize>(
+    p: &Fp8<'_>,
+    rows: usize,
+    out: &mut [f32],
+) {
+    debug_assert_eq!(p.n_tok, T1 + T2);
+    let mut r = 0;
+    // SAFETY (all calls): rows r.. and tokens 0..T1, T1..T1+T2 exist; the caller checked the
+    // shapes.
+    while r + R <= rows {
+        unsafe {
+            tile::<E4M3, R, T1>(p, r, 0, out);
+            tile::<E4M3, R, T2>(p, r, T1, out);
+        }
+        r += R;
+    }
+    while r < rows {
+        unsafe {
+            tile::<E4M3, 1, T1>(p, r, 0, out);
+            tile::<E4M3, 1, T2>(p, r, T1, out);
+        }
+        r += 1;
     }
 }
 
