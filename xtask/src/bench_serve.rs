@@ -514,7 +514,8 @@ fn interference(addr: SocketAddr, args: &BenchServeArgs, ctx: usize) -> Result<I
         .context("the long prompt was answered")?;
     let (mut before, mut during, mut during_chunks) = (Vec::new(), Vec::new(), Vec::new());
     for st in &streams {
-        for (w, &tokens) in st.arrivals.windows(2).zip(&st.tokens[1..]) {
+        // A stream that got no text has no tokens to skip: `iter().skip`, not `[1..]`.
+        for (w, &tokens) in st.arrivals.windows(2).zip(st.tokens.iter().skip(1)) {
             let gap = w[1].duration_since(w[0]);
             let per_token = std::iter::repeat_n(gap / tokens as u32, tokens);
             if w[1] <= sent {

@@ -13,7 +13,8 @@
 //! Per 16 codes: widen, shift, mask (E4M3), two `vcvtph2ps`, two FMAs per token, plus 2 ops of
 //! NaN check. Scales apply once per k-block: each `(row, token)` keeps a block accumulator that
 //! one FMA by the block's scale folds into the total. Tiles: 4 rows × 1 token for decode (8
-//! accumulators), up to 6 tokens wide for a server step's few tokens, 2 × 2 for prefill.
+//! accumulators), up to 6 tokens wide for a server step's 2 to 12 tokens (two tiles a row pass
+//! past 6), 2 × 2 for more.
 
 use super::{hsum, Avx2Fma};
 use crate::scalar::{self, fp8_shape};

@@ -2,7 +2,7 @@
 //! (FP8 has its own kernel with per-block accumulators in `fp8.rs`).
 //!
 //! Tile: 4 rows × 3 tokens = 12 accumulators + 4 decoded weight vectors = all 16 ymm registers
-//! (activations are FMA memory operands); dense formats with 2 to 8 tokens take a tile sized to
+//! (activations are FMA memory operands); dense formats with 2 to 14 tokens take tiles sized to
 //! their count ([`gemm_dense`]). Decoding per 8 weights: bf16 is zero-extend + shift,
 //! f16 is one `vcvtph2ps`, and q4 shifts a broadcast 32-bit word by 0, 4, …, 28 and masks.
 

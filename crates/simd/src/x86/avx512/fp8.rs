@@ -10,7 +10,8 @@
 //! turns the row's outputs into NaN — which is what any NaN weight does to a dot product.
 //!
 //! Tiles: 4 rows × 1 token for decode (4 block + 4 total accumulators, 4 weight streams), one
-//! tile over all of 2 to 8 tokens (a server step), 4 rows × 3 tokens for more (24 accumulators).
+//! tile over all of 2 to 8 tokens (a server step), two a row pass for 9 to 15, 4 rows × 3
+//! tokens for more (24 accumulators).
 //!
 //! Decode on CPUs with VBMI (Ice Lake and later, Zen 4) takes another route, [`gemv_table`]:
 //! bf16 patterns looked up with `vpermi2b`, 9 ops per 64 codes instead of 22, and a software

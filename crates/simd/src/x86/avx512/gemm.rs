@@ -4,7 +4,7 @@
 //! Same decoding as the AVX2 level, 16 lanes wide: bf16 is zero-extend + shift, f16 one
 //! `vcvtph2ps zmm`, q4 duplicates each of 8 bytes and shifts the pairs by 0/4 (one-token q4
 //! has its own GEMV, [`gemv_q4`]). Tile: 4 rows × 6 tokens = 24 accumulators + 4 weight vectors
-//! out of 32 zmm registers; dense formats with 2 to 8 tokens take a tile sized to their count
+//! out of 32 zmm registers; dense formats with 2 to 15 tokens take tiles sized to their count
 //! ([`gemm_dense`]). `vdpbf16ps` (AVX512-BF16) is not used: it rounds the activations to
 //! bf16, which the f32 reference does not; splitting them into three exact bf16 parts keeps
 //! the precision but was slower than these kernels on Sapphire Rapids (measured: FP8 GEMV 8.5
