@@ -87,3 +87,77 @@ fn linear_decodes_all_codes() {
         }
     }
 }
+
+/// The first matmul scans a weight's codes once. A clean weight then takes the integer-decode
+/// kernel (the same sums); a weight with one NaN code (or an E5M2 infinity) keeps the checking
+/// kernel, whose NaN or infinity stays on that code's row alone, as in the reference's f32
+/// arithmetic. At every level the host has, for decode and a server step's few tokens.
+#[test]
+fn the_first_matmul_scans_the_codes_and_non_finite_ones_stay_on_their_row() {
+    use nano_infer_simd::{Isa, Kernels};
+    let k = 64;
+    for (dtype, format, bad) in [
+        ("F8_E4M3", Fp8Format::E4M3, 0x7fu8),
+        ("F8_E4M3", Fp8Format::E4M3, 0xff),
+        ("F8_E5M2", Fp8Format::E5M2, 0x7c),
+        ("F8_E5M2", Fp8Format::E5M2, 0xfe),
+    ] {
+        // Row r: finite codes in turn; row 1 of the poisoned weight holds `bad` once.
+        let finite: Vec<u8> = (0..=255u8)
+            .filter(|&c| fp8_to_f32(format, c).is_finite())
+            .collect();
+        let clean: Vec<u8> = (0..3 * k).map(|i| finite[(i * 7) % finite.len()]).collect();
+        let mut poisoned = clean.clone();
+        poisoned[k + 5] = bad;
+        for isa in Isa::available() {
+            let kernels = Kernels::for_isa(isa).unwrap();
+            for n_tok in [1, 4] {
+                let x: Vec<f32> = (0..n_tok * k)
+                    .map(|i| (i % 13) as f32 * 0.25 - 1.5)
+                    .collect();
+                for (codes, poison) in [(&clean, false), (&poisoned, true)] {
+                    let mut b = StBuilder::default();
+                    b.add("m.weight", dtype, &[3, k], codes.clone()).f32s(
+                        "m.weight_scale",
+                        &[1],
+                        &[0.5],
+                    );
+                    let scheme =
+                        QuantScheme::from_config(Some(&crate::util::ct_config("tensor"))).unwrap();
+                    let linear = Linear::load(&b.store(), "m", &scheme, 3, k).unwrap();
+                    let Linear::Fp8(w) = &linear else {
+                        panic!("{dtype} loaded as {}", linear.format_name())
+                    };
+                    assert_eq!(w.codes_finite(), None, "scanned before any matmul");
+                    let mut out = vec![0.0; n_tok * 3];
+                    linear.forward(kernels, &x, &mut out, &mut Vec::new());
+                    assert_eq!(w.codes_finite(), Some(!poison));
+                    for t in 0..n_tok {
+                        for r in 0..3 {
+                            let got = out[t * 3 + r];
+                            let want: f32 = (0..k)
+                                .map(|j| fp8_to_f32(format, codes[r * k + j]) * 0.5 * x[t * k + j])
+                                .sum();
+                            let what = format!(
+                                "{isa:?} {dtype} bad {bad:#04x}, {n_tok} tokens, row {r} token {t}"
+                            );
+                            if poison && r == 1 {
+                                assert!(!got.is_finite(), "{what}: got {got}");
+                                assert_eq!(
+                                    got.is_nan(),
+                                    want.is_nan(),
+                                    "{what}: got {got}, want {want}"
+                                );
+                            } else {
+                                assert!(
+                                    (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                                    "{what}: got {got}, want {want}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
