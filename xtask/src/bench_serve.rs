@@ -10,7 +10,8 @@
 //!    token and inter-token latency (p50/p99; inter-token = between streamed chunks), errors,
 //!    and a check that no stream carries another's chunks (one id per stream, ids unique);
 //! 3. a `--system-tokens` system prompt: the cold request's time to first token, then warm
-//!    ones with other questions (the prefix cache serves the system prompt);
+//!    ones with other questions (the prefix cache serves the system prompt); then 1 and 2 again
+//!    with every request behind that system prompt, each asking its own question;
 //! 4. `--running` streams decode while a `--long-prompt` prompt arrives: their inter-token
 //!    latency while it is prefilled (p99) against their median before it, per
 //!    `--prefill-chunk`. Per token: a token whose text the server holds back (part of a UTF-8
@@ -168,34 +169,22 @@ fn bench_model(args: &BenchServeArgs, dir: &std::path::Path) -> Result<String> {
     let default_chunk = nano_infer_server::ServerConfig::default().prefill_chunk;
     let handle = server(args.clients.max(args.running), default_chunk)?;
     let addr = ready(handle.addr())?;
-    let one = timed(|| clients(addr, 1, args.requests, args.max_tokens, ""))?;
-    let many = timed(|| clients(addr, args.clients, args.requests, args.max_tokens, ""))?;
+    let one = timed(|| clients(addr, 1, args.requests, args.max_tokens, "", ""))?;
+    let many = timed(|| clients(addr, args.clients, args.requests, args.max_tokens, "", ""))?;
     // 3: a shared system prompt, cold then warm.
     let system = words(args.system_tokens);
     let cold = chat(addr, &system, "Question 0: what is this?", 1)?;
     let warm: Vec<Stream> = (1..4)
         .map(|i| chat(addr, &system, &format!("Question {i}: and then?"), 1))
         .collect::<Result<_>>()?;
+    // 1 and 2 behind the (now cached) system prompt, with questions of their own (the lone
+    // client's answers must not be cached prefixes of the crowd's).
+    let (n, r, m) = (args.clients, args.requests, args.max_tokens);
+    let one_system = timed(|| clients(addr, 1, r, m, &system, " (alone)"))?;
+    let many_system = timed(|| clients(addr, n, r, m, &system, " (in a crowd)"))?;
     handle.shutdown()?;
 
-    let one_tokens: usize = one.1.iter().map(|s| s.completion_tokens).sum();
     let one_rate = median(one.1.iter().map(decode_rate).collect()).unwrap_or(f64::NAN);
-    let many_tokens: usize = many.1.iter().map(|s| s.completion_tokens).sum();
-    let agg_one = one_tokens as f64 / one.0.as_secs_f64();
-    let agg_many = many_tokens as f64 / many.0.as_secs_f64();
-    let errors = many.1.iter().chain(&one.1).filter(|s| !s.ok).count();
-    let mut ids: Vec<&String> = many.1.iter().flat_map(|s| s.ids.first()).collect();
-    let n_ids = ids.len();
-    ids.sort();
-    ids.dedup();
-    let mixed = many
-        .1
-        .iter()
-        .filter(|s| s.ids.windows(2).any(|w| w[0] != w[1]))
-        .count()
-        + (n_ids - ids.len());
-    let (ttft50, ttft99) = pct(many.1.iter().filter_map(|s| s.ttft).collect());
-    let (itl50, itl99) = pct(many.1.iter().flat_map(|s| s.gaps.clone()).collect());
     let warm_ttft = median(
         warm.iter()
             .filter_map(|s| s.ttft)
@@ -208,14 +197,22 @@ fn bench_model(args: &BenchServeArgs, dir: &std::path::Path) -> Result<String> {
     out += &format!(
         "| scenario | figure | target | result |\n|---|---|---|---|\n\
          | CLI path (ChatSession), greedy decode | {cli_rate:.2} tok/s | | |\n\
-         | 1 client, {} requests | decode {one_rate:.2} tok/s, {:.2}x the CLI's; aggregate {agg_one:.2} tok/s | >= 0.95x | {} |\n\
-         | {} clients x {} requests | aggregate {agg_many:.2} tok/s = {:.2}x one client's; TTFT p50 {:.2} s p99 {:.2} s; inter-token p50 {:.3} s p99 {:.3} s | >= 3.5x | {} |\n\
-         | errors, streams mixed | {errors}, {mixed} | 0, 0 | {} |\n\
-         | {}-token system prompt | cold TTFT {cold_ttft:.2} s, warm TTFT {warm_ttft:.2} s (median of 3) = {:.1}% | <= 10% | {} |\n",
-        args.requests, one_rate / cli_rate, verdict(one_rate / cli_rate >= 0.95),
-        args.clients, args.requests, agg_many / agg_one, ttft50, ttft99, itl50, itl99,
-        verdict(agg_many / agg_one >= 3.5), verdict(errors == 0 && mixed == 0),
+         | 1 client, {} requests | decode {one_rate:.2} tok/s, {:.2}x the CLI's; aggregate {:.2} tok/s | >= 0.95x | {} |\n",
+        args.requests, one_rate / cli_rate, aggregate(&one), verdict(one_rate / cli_rate >= 0.95),
+    );
+    out += &clients_rows(args, &one, &many, "");
+    out += &format!(
+        "| {}-token system prompt | cold TTFT {cold_ttft:.2} s, warm TTFT {warm_ttft:.2} s (median of 3) = {:.1}% | <= 10% | {} |\n",
         args.system_tokens, 100.0 * warm_ttft / cold_ttft, verdict(warm_ttft <= 0.1 * cold_ttft),
+    );
+    out += &clients_rows(
+        args,
+        &one_system,
+        &many_system,
+        &format!(
+            ", behind the cached {}-token system prompt",
+            args.system_tokens
+        ),
     );
 
     // 4: a long prompt arrives while streams run.
@@ -244,6 +241,45 @@ fn bench_model(args: &BenchServeArgs, dir: &std::path::Path) -> Result<String> {
     out += "\n";
     eprint!("{out}");
     Ok(out)
+}
+
+/// Output tokens over the wall time of a set of clients.
+fn aggregate((elapsed, streams): &(Duration, Vec<Stream>)) -> f64 {
+    let tokens: usize = streams.iter().map(|s| s.completion_tokens).sum();
+    tokens as f64 / elapsed.as_secs_f64()
+}
+
+/// Scenario 2's rows: `many` clients' aggregate against `one`'s, their latencies, and the
+/// check that every stream is whole and its own.
+fn clients_rows(
+    args: &BenchServeArgs,
+    one: &(Duration, Vec<Stream>),
+    many: &(Duration, Vec<Stream>),
+    behind: &str,
+) -> String {
+    let (agg_one, agg_many) = (aggregate(one), aggregate(many));
+    let errors = many.1.iter().chain(&one.1).filter(|s| !s.ok).count();
+    let mut ids: Vec<&String> = many.1.iter().flat_map(|s| s.ids.first()).collect();
+    let n_ids = ids.len();
+    ids.sort();
+    ids.dedup();
+    let mixed = many
+        .1
+        .iter()
+        .filter(|s| s.ids.windows(2).any(|w| w[0] != w[1]))
+        .count()
+        + (n_ids - ids.len());
+    let (ttft50, ttft99) = pct(many.1.iter().filter_map(|s| s.ttft).collect());
+    let (itl50, itl99) = pct(many.1.iter().flat_map(|s| s.gaps.clone()).collect());
+    format!(
+        "| {} clients x {} requests{behind} | aggregate {agg_many:.2} tok/s = {:.2}x one client's ({agg_one:.2} tok/s); TTFT p50 {ttft50:.2} s p99 {ttft99:.2} s; inter-token p50 {itl50:.3} s p99 {itl99:.3} s | >= 3.5x | {} |\n\
+         | errors, streams mixed{behind} | {errors}, {mixed} | 0, 0 | {} |\n",
+        args.clients,
+        args.requests,
+        agg_many / agg_one,
+        verdict(agg_many / agg_one >= 3.5),
+        verdict(errors == 0 && mixed == 0),
+    )
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -303,13 +339,15 @@ fn ready(addr: SocketAddr) -> Result<SocketAddr> {
     }
 }
 
-/// `n` clients on threads, each sending `requests` streamed requests one after another.
+/// `n` clients on threads, each sending `requests` streamed requests one after another; `label`
+/// goes into their questions.
 fn clients(
     addr: SocketAddr,
     n: usize,
     requests: usize,
     max_tokens: usize,
     system: &str,
+    label: &str,
 ) -> Result<Vec<Stream>> {
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..n)
@@ -320,7 +358,7 @@ fn clients(
                             chat(
                                 addr,
                                 system,
-                                &format!("Client {c}, request {r}: tell me about the sea."),
+                                &format!("Client {c}{label}, request {r}: tell me about the sea."),
                                 max_tokens,
                             )
                         })
