@@ -1,7 +1,8 @@
 //! AVX2 FP8 matmul with per-block accumulators.
 //!
-//! Two decodes. Codes the caller has checked for NaN and infinity ([`gemm_fp8_finite`]: the
-//! model's weights, checked once per tensor) become f32 bit patterns with integer ops alone:
+//! Two decodes. In decode (one token), codes the caller has checked for NaN and infinity
+//! ([`gemm_fp8_finite`]: the model's weights, checked once per tensor) become f32 bit patterns
+//! with integer ops alone:
 //! sign-extend a code to 32 bits, shift its exponent and mantissa under the f32 fields, and mask
 //! off the copies of the sign (`code << 20 & 0x87f0_0000` for E4M3, `<< 21 & 0x8fe0_0000` for
 //! E5M2). That f32 is the value times `2⁻¹²⁰` (E4M3, bias 7 under f32's 127) or `2⁻¹¹²` (E5M2),
@@ -9,7 +10,9 @@
 //! power of two before its scale, so no scale can overflow. Three ops per 8 codes (`vpmovsxbd`
 //! takes them from memory), against F16C's widen, shift, mask, `vcvtph2ps` and the E4M3 NaN
 //! check: e4m3 block-128 2560 × 64 in cache at `--isa avx2` (`cargo xtask bench --margin-only`,
-//! Zen 4), 14.0 → 20.9 GB/s; per-channel 14.5 → 23; e5m2 17 → 21.
+//! Zen 4), 14.0 → 20.9 GB/s; per-channel 14.5 → 23; e5m2 17 → 21; from DRAM (`few_tokens`
+//! bench, one core) 10.4 → 14.7 GiB/s. Tiles of more tokens keep F16C (see [`integer_decode`])
+//! but skip the NaN check for checked codes.
 //!
 //! Unchecked codes ([`gemm_fp8`]) decode through F16C: E5M2 *is* the top byte of an f16, so
 //! `code << 8` is its exact f16 pattern, infinities and NaNs included. E4M3 (bias 7) placed as
@@ -225,15 +228,15 @@ pub(super) unsafe fn decode16<const E4M3: bool>(c: *const u8) -> (__m256, __m256
     (lo, hi, nan)
 }
 
-/// The 16 codes at `c` as two vectors of 8 f32, times [`fold`]`::<E4M3, FINITE>()`⁻¹: integer
-/// ops for codes checked finite, F16C otherwise (see the module doc); no NaN check.
+/// The 16 codes at `c` as two vectors of 8 f32, times [`fold`]`(E4M3, integer)`⁻¹: integer ops
+/// when `integer` (codes checked finite), F16C otherwise (see the module doc); no NaN check.
 ///
 /// # Safety
 /// `c..c+16` is readable and the CPU has AVX2+FMA+F16C.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn widen16_at<const E4M3: bool, const FINITE: bool>(c: *const u8) -> (__m256, __m256) {
-    if FINITE {
+unsafe fn widen16_at<const E4M3: bool>(c: *const u8, integer: bool) -> (__m256, __m256) {
+    if integer {
         let (shift, keep) = if E4M3 {
             (20, 0x87f0_0000_u32)
         } else {
@@ -254,6 +257,16 @@ unsafe fn widen16_at<const E4M3: bool, const FINITE: bool>(c: *const u8) -> (__m
     unsafe { widen16::<E4M3>(_mm_loadu_si128(c.cast())) }
 }
 
+/// Whether a `T`-token tile decodes codes checked finite with integer ops. Decode (one token)
+/// is bound by the decode's ops, which integer ops cut by a third; with more tokens the FMAs
+/// dominate, and on Zen 4 the integer shifts and masks compete with them for the FMA pipes
+/// where `vcvtph2ps` does not (few_tokens bench, e4m3 from DRAM: 4 tokens 4.5 → 4.1-4.4 GiB/s
+/// and 8 tokens 2.4 → 2.1-2.4 with integer decode), so those tiles keep F16C, without the
+/// NaN check.
+const fn integer_decode<const FINITE: bool, const T: usize>() -> bool {
+    FINITE && T == 1
+}
+
 /// The 16 codes of `v` as two vectors of 8 f32 through F16C, as [`decode16`] without the NaN
 /// check: E4M3 is `2⁻⁸` times its value.
 #[inline]
@@ -270,9 +283,9 @@ unsafe fn widen16<const E4M3: bool>(v: __m128i) -> (__m256, __m256) {
     (lo, hi)
 }
 
-/// What [`widen16`]'s values are short of the codes' by: a power of two.
-const fn fold<const E4M3: bool, const FINITE: bool>() -> f32 {
-    let exponent: u32 = match (E4M3, FINITE) {
+/// What [`widen16_at`]'s values are short of the codes' by: a power of two.
+const fn fold(e4m3: bool, integer: bool) -> f32 {
+    let exponent: u32 = match (e4m3, integer) {
         (true, true) => 127 - 7,
         (false, true) => 127 - 15,
         (true, false) => 15 - 7,
@@ -310,7 +323,7 @@ unsafe fn fma16<const E4M3: bool, const FINITE: bool, const T: usize>(
 ) {
     // SAFETY: the caller guarantees the level and the inputs.
     unsafe {
-        let (lo, hi) = widen16_at::<E4M3, FINITE>(c);
+        let (lo, hi) = widen16_at::<E4M3>(c, integer_decode::<FINITE, T>());
         for (t, acc) in bacc.iter_mut().enumerate() {
             let xr = x.add(t * k);
             *acc = _mm256_fmadd_ps(lo, _mm256_loadu_ps(xr), *acc);
@@ -400,7 +413,8 @@ unsafe fn tile<const E4M3: bool, const FINITE: bool, const R: usize, const T: us
             for t in 0..T {
                 // The block sum's own value first (exact: a power of two), so that no scale
                 // times the fold overflows.
-                let sum = _mm256_mul_ps(bacc[i][t], _mm256_set1_ps(fold::<E4M3, FINITE>()));
+                let fold = fold(E4M3, integer_decode::<FINITE, T>());
+                let sum = _mm256_mul_ps(bacc[i][t], _mm256_set1_ps(fold));
                 acc[i][t] = _mm256_fmadd_ps(sum, sv, acc[i][t]);
                 tail[i][t] += btail[i][t] * scale;
             }
