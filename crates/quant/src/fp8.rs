@@ -19,18 +19,11 @@
 //!
 //! The code format comes from the weight's safetensors dtype (`F8_E4M3` / `F8_E5M2`): that is
 //! the only marker compressed-tensors leaves for E5M2.
-//!
-//! The first matmul with a weight scans its codes for NaN and infinity (once, at memory speed,
-//! where the pages are read anyway; a start stays as quick as the map): codes found finite take
-//! [`Kernels::gemm_fp8_finite`], whose integer decode needs no per-call check; a weight that
-//! holds a NaN or infinite code keeps [`Kernels::gemm_fp8`], which turns its rows into NaN as
-//! the reference's arithmetic would (and the model refuses non-finite logits).
 
 use crate::scheme::Fp8Strategy;
 use crate::{QuantError, Result};
 use nano_infer_simd::{fp8_to_f32, Fp8Format, Kernels, PANEL_K_BLOCK};
 use nano_infer_tensor::{Dtype, Tensor, WeightStore};
-use std::sync::{Arc, OnceLock};
 
 /// Scale dtypes accepted for `weight_scale_inv` and `weight_scale`.
 const SCALE_DTYPES: [Dtype; 3] = [Dtype::F32, Dtype::BF16, Dtype::F16];
@@ -55,8 +48,6 @@ pub struct Fp8Weight {
     block_k: usize,
     rows: usize,
     k: usize,
-    /// Whether no code is NaN or infinite: scanned at the first matmul, shared by clones.
-    codes_finite: Arc<OnceLock<bool>>,
 }
 
 impl Fp8Weight {
@@ -155,7 +146,6 @@ impl Fp8Weight {
             block_k,
             rows,
             k,
-            codes_finite: Arc::default(),
         })
     }
 
@@ -245,30 +235,14 @@ impl Fp8Weight {
         out: &mut [f32],
     ) {
         let blocks = self.k.div_ceil(self.block_k);
-        let codes = self.codes();
-        // Threads that arrive while the first one scans wait for its answer (a few ms, once).
-        let finite = *self
-            .codes_finite
-            .get_or_init(|| nano_infer_simd::fp8_codes_finite(self.format, codes));
-        let gemm = if finite {
-            Kernels::gemm_fp8_finite
-        } else {
-            Kernels::gemm_fp8
-        };
-        gemm(
-            &kernels,
+        kernels.gemm_fp8(
             self.format,
-            &codes[rows.start * self.k..rows.end * self.k],
+            &self.codes()[rows.start * self.k..rows.end * self.k],
             &self.scales[rows.start * blocks..rows.end * blocks],
             self.block_k,
             x,
             self.k,
             out,
         )
-    }
-
-    /// Whether the codes hold no NaN or infinity, once the first matmul has scanned them.
-    pub fn codes_finite(&self) -> Option<bool> {
-        self.codes_finite.get().copied()
     }
 }

@@ -121,7 +121,7 @@ impl Weights {
                     b.iter(|| match name {
                         "bf16" => kern.gemm_bf16(black_box(&self.bf16), &x, k, &mut out),
                         "f16" => kern.gemm_f16(black_box(&self.f16), &x, k, &mut out),
-                        "fp8_e4m3" => kern.gemm_fp8_finite(
+                        "fp8_e4m3" => kern.gemm_fp8(
                             Fp8Format::E4M3,
                             black_box(&self.fp8),
                             &self.fp8_scales,
@@ -130,7 +130,7 @@ impl Weights {
                             k,
                             &mut out,
                         ),
-                        "fp8_e5m2" => kern.gemm_fp8_finite(
+                        "fp8_e5m2" => kern.gemm_fp8(
                             Fp8Format::E5M2,
                             black_box(&self.fp8),
                             &self.fp8_scales,
@@ -318,7 +318,7 @@ fn few_tokens(c: &mut Criterion) {
                                     &mut out,
                                 )
                             }
-                            "fp8_e4m3" => kern.gemm_fp8_finite(
+                            "fp8_e4m3" => kern.gemm_fp8(
                                 Fp8Format::E4M3,
                                 black_box(&w.fp8),
                                 &w.fp8_scales,

@@ -149,23 +149,6 @@ impl Kernels {
         dispatch!(self, gemm_fp8(format, w, scales, block_k, x, k, out))
     }
 
-    /// [`Kernels::gemm_fp8`] for codes known to hold no NaN or infinity ([`fp8_codes_finite`]
-    /// said so, once per weight): the vector levels skip the check that keeps a NaN code's row
-    /// NaN and decode with integer ops alone. A NaN or infinite code gives an unspecified row.
-    #[allow(clippy::too_many_arguments)]
-    pub fn gemm_fp8_finite(
-        &self,
-        format: Fp8Format,
-        w: &[u8],
-        scales: &[f32],
-        block_k: usize,
-        x: &[f32],
-        k: usize,
-        out: &mut [f32],
-    ) {
-        dispatch!(self, gemm_fp8_finite(format, w, scales, block_k, x, k, out))
-    }
-
     /// 4-bit weights `(rows, k/2)` bytes, value `2j` in the low nibble of byte `j`, `2j+1` in the
     /// high one; `scales` and `zero_scaled` (= zero point × scale) are `(rows, k/group)`:
     /// `w = q·s − z·s`. Vector levels are fastest when `group` is a multiple of 16.
@@ -302,12 +285,6 @@ impl Kernels {
 /// Decodes one FP8 code to f32, exactly.
 pub fn fp8_to_f32(format: Fp8Format, code: u8) -> f32 {
     scalar::fp8_to_f32(format, code)
-}
-
-/// Whether none of the FP8 `codes` is NaN or infinite, which lets a weight use
-/// [`Kernels::gemm_fp8_finite`].
-pub fn fp8_codes_finite(format: Fp8Format, codes: &[u8]) -> bool {
-    scalar::fp8_codes_finite(format, codes)
 }
 
 /// Asks the cache hierarchy (L2 and outer levels) for every 64-byte line of `bytes`, without

@@ -172,7 +172,7 @@ impl InCacheGemv {
                 } else {
                     Fp8Format::E4M3
                 };
-                kern.gemm_fp8_finite(
+                kern.gemm_fp8(
                     format,
                     &self.codes,
                     &self.scales,
@@ -182,7 +182,7 @@ impl InCacheGemv {
                     &mut self.out,
                 )
             }
-            DecodeKernel::Fp8E4m3Channel => kern.gemm_fp8_finite(
+            DecodeKernel::Fp8E4m3Channel => kern.gemm_fp8(
                 Fp8Format::E4M3,
                 &self.codes,
                 &self.scales,

@@ -256,37 +256,6 @@ pub fn gemm_fp8(
     })
 }
 
-/// [`gemm_fp8`] for codes checked by [`fp8_codes_finite`]: the same sums (the table decodes
-/// every code exactly, so there is nothing to skip).
-pub fn gemm_fp8_finite(
-    format: Fp8Format,
-    w: &[u8],
-    scales: &[f32],
-    block_k: usize,
-    x: &[f32],
-    k: usize,
-    out: &mut [f32],
-) {
-    gemm_fp8(format, w, scales, block_k, x, k, out)
-}
-
-/// Whether no code is NaN or infinite: E4M3 has no infinities and one NaN pattern,
-/// `S.1111.111`; E5M2's all-ones exponent is infinity or NaN.
-pub fn fp8_codes_finite(format: Fp8Format, codes: &[u8]) -> bool {
-    let (field, not_finite) = match format {
-        Fp8Format::E4M3 => (0x7f, 0x7f),
-        Fp8Format::E5M2 => (0x7c, 0x7c),
-    };
-    // A flag folded over whole chunks, with no branch per byte, vectorizes: the scan runs at
-    // memory speed (it reads each weight once, the first time the model uses it).
-    codes.chunks(1 << 12).all(|chunk| {
-        chunk
-            .iter()
-            .fold(0u8, |any, &c| any | u8::from(c & field == not_finite))
-            == 0
-    })
-}
-
 /// [`gemm_f32`] with 4-bit weights `(rows, k/2)` bytes (low nibble first) and per-group
 /// `scales` and `zero_scaled` `(rows, k/group)`: `w = q·s − z·s`.
 pub fn gemm_q4(

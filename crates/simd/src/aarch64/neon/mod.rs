@@ -25,22 +25,6 @@ pub use vec::{rms_norm, silu_mul, softmax};
 use core::arch::aarch64::*;
 use half::{bf16, f16};
 
-/// See [`crate::Kernels::gemm_fp8_finite`]: NEON's decode handles every code at no extra cost,
-/// so checked codes take the same kernel.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_fp8_finite(
-    t: Neon,
-    format: crate::Fp8Format,
-    w: &[u8],
-    scales: &[f32],
-    block_k: usize,
-    x: &[f32],
-    k: usize,
-    out: &mut [f32],
-) {
-    gemm_fp8(t, format, w, scales, block_k, x, k, out)
-}
-
 /// Element types that load as 4 f32 lanes.
 pub(crate) trait Elem: Copy {
     /// # Safety

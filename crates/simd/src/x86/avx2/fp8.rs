@@ -1,30 +1,17 @@
 //! AVX2 FP8 matmul with per-block accumulators.
 //!
-//! Two decodes. In decode (one token), codes the caller has checked for NaN and infinity
-//! ([`gemm_fp8_finite`]: the model's weights, checked once per tensor) become f32 bit patterns
-//! with integer ops alone:
-//! sign-extend a code to 32 bits, shift its exponent and mantissa under the f32 fields, and mask
-//! off the copies of the sign (`code << 20 & 0x87f0_0000` for E4M3, `<< 21 & 0x8fe0_0000` for
-//! E5M2). That f32 is the value times `2⁻¹²⁰` (E4M3, bias 7 under f32's 127) or `2⁻¹¹²` (E5M2),
-//! subnormals included, which land on f32 subnormals; the block sum is multiplied back by the
-//! power of two before its scale, so no scale can overflow. Three ops per 8 codes (`vpmovsxbd`
-//! takes them from memory), against F16C's widen, shift, mask, `vcvtph2ps` and the E4M3 NaN
-//! check: e4m3 block-128 2560 × 64 in cache at `--isa avx2` (`cargo xtask bench --margin-only`,
-//! Zen 4), 14.0 → 20.9 GB/s; per-channel 14.5 → 23; e5m2 17 → 21; from DRAM (`few_tokens`
-//! bench, one core) 10.4 → 14.7 GiB/s. Tiles of more tokens keep F16C (see [`integer_decode`])
-//! but skip the NaN check for checked codes.
+//! Both formats decode through F16C: E5M2 *is* the top byte of an f16, so `code << 8` is its
+//! exact f16 pattern. E4M3 (bias 7) placed as `sign << 15 | (code & 0x7f) << 7` is an f16 (bias
+//! 15) worth exactly `2⁻⁸` times the value, for normals and subnormals alike (E4M3 subnormals land
+//! on f16 subnormals); the `2⁸` is folded into the block scale. That pattern is one sign-extending
+//! widen, a shift by 7 and a mask (`0xbf80` drops the copy of the sign that lands in bit 14).
+//! E4M3's NaN code `S.1111.111` would land on a finite f16; instead of patching every weight, the
+//! raw bytes are checked (`code & 0x7f` is `0x7f` only for NaN: a running byte maximum of it per
+//! row) and a row that has one returns NaN, which is what a NaN weight does to a dot product
+//! anyway.
 //!
-//! Unchecked codes ([`gemm_fp8`]) decode through F16C: E5M2 *is* the top byte of an f16, so
-//! `code << 8` is its exact f16 pattern, infinities and NaNs included. E4M3 (bias 7) placed as
-//! `sign << 15 | (code & 0x7f) << 7` is an f16 (bias 15) worth exactly `2⁻⁸` times the value
-//! (E4M3 subnormals land on f16 subnormals); the `2⁸` is folded into the block scale. That
-//! pattern is one sign-extending widen, a shift by 7 and a mask (`0xbf80` drops the copy of the
-//! sign that lands in bit 14). E4M3's NaN code `S.1111.111` would land on a finite f16; instead
-//! of patching every weight, the raw bytes are checked (`code & 0x7f` is `0x7f` only for NaN: a
-//! running byte maximum of it per row) and a row that has one returns NaN, which is what a NaN
-//! weight does to a dot product anyway.
-//!
-//! Scales apply once per k-block: each `(row, token)` keeps a block accumulator that
+//! Per 16 codes: widen, shift, mask (E4M3), two `vcvtph2ps`, two FMAs per token, plus 2 ops of
+//! NaN check. Scales apply once per k-block: each `(row, token)` keeps a block accumulator that
 //! one FMA by the block's scale folds into the total. Tiles: 4 rows × 1 token for decode (8
 //! accumulators), up to 6 tokens wide for a server step's 2 to 12 tokens (two tiles a row pass
 //! past 6), 2 × 2 for more.
@@ -46,34 +33,6 @@ pub fn gemm_fp8(
     k: usize,
     out: &mut [f32],
 ) {
-    gemm::<false>(format, w, scales, block_k, x, k, out)
-}
-
-/// See [`crate::Kernels::gemm_fp8_finite`].
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_fp8_finite(
-    _: Avx2Fma,
-    format: Fp8Format,
-    w: &[u8],
-    scales: &[f32],
-    block_k: usize,
-    x: &[f32],
-    k: usize,
-    out: &mut [f32],
-) {
-    gemm::<true>(format, w, scales, block_k, x, k, out)
-}
-
-/// Called only with the level's token in hand (the two entries above).
-fn gemm<const FINITE: bool>(
-    format: Fp8Format,
-    w: &[u8],
-    scales: &[f32],
-    block_k: usize,
-    x: &[f32],
-    k: usize,
-    out: &mut [f32],
-) {
     let (rows, n_tok, blocks) = fp8_shape(w, scales, block_k, x, k, out);
     let p = Fp8 {
         w,
@@ -84,12 +43,11 @@ fn gemm<const FINITE: bool>(
         x,
         n_tok,
     };
-    // SAFETY: the callers hold the token, which proves avx2+fma+f16c; fp8_shape checked the
-    // layout and the scales.
+    // SAFETY: the token proves avx2+fma+f16c; fp8_shape checked the layout and the scales.
     unsafe {
         match format {
-            Fp8Format::E4M3 => gemm_imp::<true, FINITE>(&p, rows, out),
-            Fp8Format::E5M2 => gemm_imp::<false, FINITE>(&p, rows, out),
+            Fp8Format::E4M3 => gemm_imp::<true>(&p, rows, out),
+            Fp8Format::E5M2 => gemm_imp::<false>(&p, rows, out),
         }
     }
 }
@@ -105,11 +63,7 @@ struct Fp8<'a> {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemm_imp<const E4M3: bool, const FINITE: bool>(
-    p: &Fp8<'_>,
-    rows: usize,
-    out: &mut [f32],
-) {
+unsafe fn gemm_imp<const E4M3: bool>(p: &Fp8<'_>, rows: usize, out: &mut [f32]) {
     // A server step's running sequences (2 to 8 tokens): tiles as wide in tokens as 16 ymm
     // registers allow at 2 accumulators per (row, token), so each row is decoded once or twice
     // rather than once per 2 tokens. Measured (`few_tokens` bench, e4m3 2560 → 9728 from DRAM,
@@ -118,17 +72,17 @@ unsafe fn gemm_imp<const E4M3: bool, const FINITE: bool>(
     // SAFETY (every arm): the tokens exist and the caller checked the shapes.
     unsafe {
         match p.n_tok {
-            1 => passes::<E4M3, FINITE, 4, 1>(p, rows, out),
-            2 => passes::<E4M3, FINITE, 3, 2>(p, rows, out),
-            3 => passes::<E4M3, FINITE, 2, 3>(p, rows, out),
-            4 | 8 => passes::<E4M3, FINITE, 1, 4>(p, rows, out),
-            5 => passes::<E4M3, FINITE, 1, 5>(p, rows, out),
-            6 | 7 => passes::<E4M3, FINITE, 1, 6>(p, rows, out),
-            9 => passes_two::<E4M3, FINITE, 1, 5, 4>(p, rows, out),
-            10 => passes_two::<E4M3, FINITE, 1, 5, 5>(p, rows, out),
-            11 => passes_two::<E4M3, FINITE, 1, 6, 5>(p, rows, out),
-            12 => passes_two::<E4M3, FINITE, 1, 6, 6>(p, rows, out),
-            _ => passes::<E4M3, FINITE, 2, 2>(p, rows, out),
+            1 => passes::<E4M3, 4, 1>(p, rows, out),
+            2 => passes::<E4M3, 3, 2>(p, rows, out),
+            3 => passes::<E4M3, 2, 3>(p, rows, out),
+            4 | 8 => passes::<E4M3, 1, 4>(p, rows, out),
+            5 => passes::<E4M3, 1, 5>(p, rows, out),
+            6 | 7 => passes::<E4M3, 1, 6>(p, rows, out),
+            9 => passes_two::<E4M3, 1, 5, 4>(p, rows, out),
+            10 => passes_two::<E4M3, 1, 5, 5>(p, rows, out),
+            11 => passes_two::<E4M3, 1, 6, 5>(p, rows, out),
+            12 => passes_two::<E4M3, 1, 6, 6>(p, rows, out),
+            _ => passes::<E4M3, 2, 2>(p, rows, out),
         }
     }
 }
@@ -137,13 +91,7 @@ unsafe fn gemm_imp<const E4M3: bool, const FINITE: bool>(
 /// of `T2` (9 to 12 tokens: decodes beside a prompt chunk), so each row is decoded twice.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn passes_two<
-    const E4M3: bool,
-    const FINITE: bool,
-    const R: usize,
-    const T1: usize,
-    const T2: usize,
->(
+unsafe fn passes_two<const E4M3: bool, const R: usize, const T1: usize, const T2: usize>(
     p: &Fp8<'_>,
     rows: usize,
     out: &mut [f32],
@@ -154,15 +102,15 @@ unsafe fn passes_two<
     // shapes.
     while r + R <= rows {
         unsafe {
-            tile::<E4M3, FINITE, R, T1>(p, r, 0, out);
-            tile::<E4M3, FINITE, R, T2>(p, r, T1, out);
+            tile::<E4M3, R, T1>(p, r, 0, out);
+            tile::<E4M3, R, T2>(p, r, T1, out);
         }
         r += R;
     }
     while r < rows {
         unsafe {
-            tile::<E4M3, FINITE, 1, T1>(p, r, 0, out);
-            tile::<E4M3, FINITE, 1, T2>(p, r, T1, out);
+            tile::<E4M3, 1, T1>(p, r, 0, out);
+            tile::<E4M3, 1, T2>(p, r, T1, out);
         }
         r += 1;
     }
@@ -171,7 +119,7 @@ unsafe fn passes_two<
 /// Every row in passes of `R` rows, then one by one, `T` tokens to a tile.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn passes<const E4M3: bool, const FINITE: bool, const R: usize, const T: usize>(
+unsafe fn passes<const E4M3: bool, const R: usize, const T: usize>(
     p: &Fp8<'_>,
     rows: usize,
     out: &mut [f32],
@@ -179,18 +127,18 @@ unsafe fn passes<const E4M3: bool, const FINITE: bool, const R: usize, const T: 
     let mut r = 0;
     // SAFETY (all calls): rows r.. and the tokens exist; the caller checked the shapes.
     while r + R <= rows {
-        unsafe { row_pass::<E4M3, FINITE, R, T>(p, r, out) };
+        unsafe { row_pass::<E4M3, R, T>(p, r, out) };
         r += R;
     }
     while r < rows {
-        unsafe { row_pass::<E4M3, FINITE, 1, T>(p, r, out) };
+        unsafe { row_pass::<E4M3, 1, T>(p, r, out) };
         r += 1;
     }
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn row_pass<const E4M3: bool, const FINITE: bool, const R: usize, const T: usize>(
+unsafe fn row_pass<const E4M3: bool, const R: usize, const T: usize>(
     p: &Fp8<'_>,
     r0: usize,
     out: &mut [f32],
@@ -198,12 +146,12 @@ unsafe fn row_pass<const E4M3: bool, const FINITE: bool, const R: usize, const T
     let mut t = 0;
     while t + T <= p.n_tok {
         // SAFETY: rows r0..r0+R and tokens t..t+T exist.
-        unsafe { tile::<E4M3, FINITE, R, T>(p, r0, t, out) };
+        unsafe { tile::<E4M3, R, T>(p, r0, t, out) };
         t += T;
     }
     while t < p.n_tok {
         // SAFETY: rows r0..r0+R and token t exist.
-        unsafe { tile::<E4M3, FINITE, R, 1>(p, r0, t, out) };
+        unsafe { tile::<E4M3, R, 1>(p, r0, t, out) };
         t += 1;
     }
 }
@@ -228,47 +176,7 @@ pub(super) unsafe fn decode16<const E4M3: bool>(c: *const u8) -> (__m256, __m256
     (lo, hi, nan)
 }
 
-/// The 16 codes at `c` as two vectors of 8 f32, times [`fold`]`(E4M3, integer)`⁻¹: integer ops
-/// when `integer` (codes checked finite), F16C otherwise (see the module doc); no NaN check.
-///
-/// # Safety
-/// `c..c+16` is readable and the CPU has AVX2+FMA+F16C.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn widen16_at<const E4M3: bool>(c: *const u8, integer: bool) -> (__m256, __m256) {
-    if integer {
-        let (shift, keep) = if E4M3 {
-            (20, 0x87f0_0000_u32)
-        } else {
-            (21, 0x8fe0_0000_u32)
-        };
-        let keep = _mm256_set1_epi32(keep as i32);
-        let count = _mm_cvtsi32_si128(shift);
-        // Eight codes per load, which `vpmovsxbd` takes as its memory operand.
-        // SAFETY: the caller guarantees 16 readable bytes.
-        let f32_bits = |at: usize| unsafe {
-            let codes = _mm_loadl_epi64(c.add(at).cast());
-            let bits = _mm256_sll_epi32(_mm256_cvtepi8_epi32(codes), count);
-            _mm256_castsi256_ps(_mm256_and_si256(bits, keep))
-        };
-        return (f32_bits(0), f32_bits(8));
-    }
-    // SAFETY: as above.
-    unsafe { widen16::<E4M3>(_mm_loadu_si128(c.cast())) }
-}
-
-/// Whether a `T`-token tile decodes codes checked finite with integer ops. Decode (one token)
-/// is bound by the decode's ops, which integer ops cut by a third; with more tokens the FMAs
-/// dominate, and on Zen 4 the integer shifts and masks compete with them for the FMA pipes
-/// where `vcvtph2ps` does not (few_tokens bench, e4m3 from DRAM: 4 tokens 4.5 → 4.1-4.4 GiB/s
-/// and 8 tokens 2.4 → 2.1-2.4 with integer decode), so those tiles keep F16C, without the
-/// NaN check.
-const fn integer_decode<const FINITE: bool, const T: usize>() -> bool {
-    FINITE && T == 1
-}
-
-/// The 16 codes of `v` as two vectors of 8 f32 through F16C, as [`decode16`] without the NaN
-/// check: E4M3 is `2⁻⁸` times its value.
+/// The 16 codes of `v` as two vectors of 8 f32, as [`decode16`] without the NaN check.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn widen16<const E4M3: bool>(v: __m128i) -> (__m256, __m256) {
@@ -281,17 +189,6 @@ unsafe fn widen16<const E4M3: bool>(v: __m128i) -> (__m256, __m256) {
     let lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
     let hi = _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(h));
     (lo, hi)
-}
-
-/// What [`widen16_at`]'s values are short of the codes' by: a power of two.
-const fn fold(e4m3: bool, integer: bool) -> f32 {
-    let exponent: u32 = match (e4m3, integer) {
-        (true, true) => 127 - 7,
-        (false, true) => 127 - 15,
-        (true, false) => 15 - 7,
-        (false, false) => 0,
-    };
-    f32::from_bits((127 + exponent) << 23)
 }
 
 /// The first token tile over rows `r0..r0+R` (all of decode), at every 64th input: fetches the
@@ -308,22 +205,21 @@ fn prefetch_next_pass<const R: usize>(wp: *const u8, r0: usize, t0: usize, k: us
     }
 }
 
-/// Adds the 16 codes at `c` times each token's 16 inputs into `bacc`: token `t`'s at `x + t·k`.
+/// Adds the 16 codes of `v` times each token's 16 inputs into `bacc`: token `t`'s at `x + t·k`.
 ///
 /// # Safety
-/// The CPU has AVX2+FMA+F16C, `c..c+16` is readable, and `x + t·k .. + 16` is readable for every
-/// `t < T`.
+/// The CPU has AVX2+FMA+F16C, and `x + t·k .. + 16` is readable for every `t < T`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn fma16<const E4M3: bool, const FINITE: bool, const T: usize>(
-    c: *const u8,
+unsafe fn fma16<const E4M3: bool, const T: usize>(
+    v: __m128i,
     x: *const f32,
     k: usize,
     bacc: &mut [__m256; T],
 ) {
     // SAFETY: the caller guarantees the level and the inputs.
     unsafe {
-        let (lo, hi) = widen16_at::<E4M3>(c, integer_decode::<FINITE, T>());
+        let (lo, hi) = widen16::<E4M3>(v);
         for (t, acc) in bacc.iter_mut().enumerate() {
             let xr = x.add(t * k);
             *acc = _mm256_fmadd_ps(lo, _mm256_loadu_ps(xr), *acc);
@@ -336,7 +232,7 @@ unsafe fn fma16<const E4M3: bool, const FINITE: bool, const T: usize>(
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::needless_range_loop)] // index loops over the register tile read clearer here
-unsafe fn tile<const E4M3: bool, const FINITE: bool, const R: usize, const T: usize>(
+unsafe fn tile<const E4M3: bool, const R: usize, const T: usize>(
     p: &Fp8<'_>,
     r0: usize,
     t0: usize,
@@ -370,13 +266,13 @@ unsafe fn tile<const E4M3: bool, const FINITE: bool, const R: usize, const T: us
                 // SAFETY: (r0+i, j..j+32) is inside w; tokens t0+t have x[j..j+32].
                 unsafe {
                     let c = wp.add((r0 + i) * k + j);
-                    if E4M3 && !FINITE {
+                    if E4M3 {
                         let v = _mm256_loadu_si256(c.cast());
                         nan32[i] = _mm256_max_epu8(nan32[i], _mm256_and_si256(v, low7_32));
                     }
                     for h in 0..2 {
-                        let (c, x) = (c.add(16 * h), xp.add(t0 * k + j + 16 * h));
-                        fma16::<E4M3, FINITE, T>(c, x, k, &mut bacc[i]);
+                        let v = _mm_loadu_si128(c.add(16 * h).cast());
+                        fma16::<E4M3, T>(v, xp.add(t0 * k + j + 16 * h), k, &mut bacc[i]);
                     }
                 }
             }
@@ -387,12 +283,11 @@ unsafe fn tile<const E4M3: bool, const FINITE: bool, const R: usize, const T: us
             for i in 0..R {
                 // SAFETY: (r0+i, j..j+16) is inside w; tokens t0+t have x[j..j+16].
                 unsafe {
-                    let c = wp.add((r0 + i) * k + j);
-                    if E4M3 && !FINITE {
-                        let v = _mm_loadu_si128(c.cast());
+                    let v = _mm_loadu_si128(wp.add((r0 + i) * k + j).cast());
+                    if E4M3 {
                         nan[i] = _mm_max_epu8(nan[i], _mm_and_si128(v, low7));
                     }
-                    fma16::<E4M3, FINITE, T>(c, xp.add(t0 * k + j), k, &mut bacc[i]);
+                    fma16::<E4M3, T>(v, xp.add(t0 * k + j), k, &mut bacc[i]);
                 }
             }
             j += 16;
@@ -409,13 +304,9 @@ unsafe fn tile<const E4M3: bool, const FINITE: bool, const R: usize, const T: us
         for i in 0..R {
             // SAFETY: s < blocks, and scales holds rows·blocks entries (checked).
             let scale = unsafe { *p.scales.get_unchecked((r0 + i) * p.blocks + s) };
-            let sv = _mm256_set1_ps(scale);
+            let sv = _mm256_set1_ps(if E4M3 { scale * 256.0 } else { scale });
             for t in 0..T {
-                // The block sum's own value first (exact: a power of two), so that no scale
-                // times the fold overflows.
-                let fold = fold(E4M3, integer_decode::<FINITE, T>());
-                let sum = _mm256_mul_ps(bacc[i][t], _mm256_set1_ps(fold));
-                acc[i][t] = _mm256_fmadd_ps(sum, sv, acc[i][t]);
+                acc[i][t] = _mm256_fmadd_ps(bacc[i][t], sv, acc[i][t]);
                 tail[i][t] += btail[i][t] * scale;
             }
         }

@@ -12,7 +12,7 @@ mod int8;
 mod vec;
 
 pub use dequant::{dequant_fp8, dequant_q4};
-pub use fp8::{gemm_fp8, gemm_fp8_finite};
+pub use fp8::gemm_fp8;
 pub use gemm::{gemm_bf16, gemm_f16, gemm_f32, gemm_panel, gemm_q4};
 pub use int8::{gemm_q4x16_q8, gemm_q8x16_q8, quantize_q8};
 pub use vec::{

@@ -1,15 +1,13 @@
 //! AVX-512 FP8 matmul with per-block accumulators.
 //!
-//! Codes checked finite ([`gemm_fp8_finite`]) decode with integer ops as on the AVX2 level
-//! (`x86::avx2::fp8`): `vpmovsxbd` of 16 codes, a shift and a mask give f32 patterns short of the
-//! values by a power of two, which the block sum gets back before its scale; 3 ops per 16 codes.
-//! Unchecked codes go through f16 bit patterns, 32 codes at a time: one sign- (E4M3) or zero-
-//! (E5M2) extending widen of a 256-bit load into 32 i16 lanes, a shift, a mask (E4M3 only), and
-//! two `vcvtph2ps`; E4M3's NaN code (`S.1111.111`, which the shift would turn into a finite
+//! Decoding goes through f16 bit patterns exactly as documented on the AVX2 level
+//! (`x86::avx2::fp8`), 32 codes at a time: one sign- (E4M3) or zero- (E5M2) extending widen of a
+//! 256-bit load into 32 i16 lanes, a shift, a mask (E4M3 only), and two `vcvtph2ps`. Scales are
+//! not applied per weight: each `(row, token)` sums `decode(w)·x` over a k-block in its own
+//! accumulator and folds it in with one FMA by the block's scale (`× 2⁸` for E4M3's f16 trick)
+//! at the block's end. E4M3's NaN code (`S.1111.111`, which the shift would turn into a finite
 //! value) is detected on the raw bytes, 32 at a time (OR the sign in, compare with `0xff`), and
 //! turns the row's outputs into NaN — which is what any NaN weight does to a dot product.
-//! Scales are not applied per weight: each `(row, token)` sums `decode(w)·x` over a k-block in
-//! its own accumulator and folds it in with one FMA by the block's scale at the block's end.
 //!
 //! Tiles: 4 rows × 1 token for decode (4 block + 4 total accumulators, 4 weight streams), one
 //! tile over all of 2 to 8 tokens (a server step), two a row pass for 9 to 15, 4 rows × 3
@@ -36,34 +34,6 @@ pub fn gemm_fp8(
     k: usize,
     out: &mut [f32],
 ) {
-    gemm::<false>(format, w, scales, block_k, x, k, out)
-}
-
-/// See [`crate::Kernels::gemm_fp8_finite`].
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_fp8_finite(
-    _: Avx512,
-    format: Fp8Format,
-    w: &[u8],
-    scales: &[f32],
-    block_k: usize,
-    x: &[f32],
-    k: usize,
-    out: &mut [f32],
-) {
-    gemm::<true>(format, w, scales, block_k, x, k, out)
-}
-
-/// Called only with the level's token in hand (the two entries above).
-fn gemm<const FINITE: bool>(
-    format: Fp8Format,
-    w: &[u8],
-    scales: &[f32],
-    block_k: usize,
-    x: &[f32],
-    k: usize,
-    out: &mut [f32],
-) {
     let (rows, n_tok, blocks) = fp8_shape(w, scales, block_k, x, k, out);
     let p = Fp8 {
         w,
@@ -74,12 +44,11 @@ fn gemm<const FINITE: bool>(
         x,
         n_tok,
     };
-    // SAFETY: the callers hold the token, which proves the level; fp8_shape checked the layout
-    // and the scales.
+    // SAFETY: the token proves the level; fp8_shape checked the layout and the scales.
     unsafe {
         match format {
-            Fp8Format::E4M3 => gemm_imp::<true, FINITE>(&p, rows, out),
-            Fp8Format::E5M2 => gemm_imp::<false, FINITE>(&p, rows, out),
+            Fp8Format::E4M3 => gemm_imp::<true>(&p, rows, out),
+            Fp8Format::E5M2 => gemm_imp::<false>(&p, rows, out),
         }
     }
 }
@@ -95,11 +64,7 @@ struct Fp8<'a> {
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn gemm_imp<const E4M3: bool, const FINITE: bool>(
-    p: &Fp8<'_>,
-    rows: usize,
-    out: &mut [f32],
-) {
+unsafe fn gemm_imp<const E4M3: bool>(p: &Fp8<'_>, rows: usize, out: &mut [f32]) {
     if p.n_tok == 1
         && p.k.is_multiple_of(64)
         && p.block_k.is_multiple_of(64)
@@ -119,21 +84,21 @@ unsafe fn gemm_imp<const E4M3: bool, const FINITE: bool>(
     // SAFETY (every arm): the tokens exist and the caller checked the shapes.
     unsafe {
         match p.n_tok {
-            1 => passes::<E4M3, FINITE, 4, 1>(p, rows, out),
-            2 => passes::<E4M3, FINITE, 6, 2>(p, rows, out),
-            4 => passes::<E4M3, FINITE, 3, 4>(p, rows, out),
-            5 => passes::<E4M3, FINITE, 2, 5>(p, rows, out),
-            6 => passes::<E4M3, FINITE, 2, 6>(p, rows, out),
-            7 => passes::<E4M3, FINITE, 2, 7>(p, rows, out),
-            8 => passes::<E4M3, FINITE, 3, 4>(p, rows, out),
-            9 => passes_two::<E4M3, FINITE, 2, 5, 4>(p, rows, out),
-            10 => passes_two::<E4M3, FINITE, 2, 5, 5>(p, rows, out),
-            11 => passes_two::<E4M3, FINITE, 2, 6, 5>(p, rows, out),
-            12 => passes_two::<E4M3, FINITE, 2, 6, 6>(p, rows, out),
-            13 => passes_two::<E4M3, FINITE, 1, 7, 6>(p, rows, out),
-            14 => passes_two::<E4M3, FINITE, 1, 7, 7>(p, rows, out),
-            15 => passes_two::<E4M3, FINITE, 1, 8, 7>(p, rows, out),
-            _ => passes::<E4M3, FINITE, 4, 3>(p, rows, out),
+            1 => passes::<E4M3, 4, 1>(p, rows, out),
+            2 => passes::<E4M3, 6, 2>(p, rows, out),
+            4 => passes::<E4M3, 3, 4>(p, rows, out),
+            5 => passes::<E4M3, 2, 5>(p, rows, out),
+            6 => passes::<E4M3, 2, 6>(p, rows, out),
+            7 => passes::<E4M3, 2, 7>(p, rows, out),
+            8 => passes::<E4M3, 3, 4>(p, rows, out),
+            9 => passes_two::<E4M3, 2, 5, 4>(p, rows, out),
+            10 => passes_two::<E4M3, 2, 5, 5>(p, rows, out),
+            11 => passes_two::<E4M3, 2, 6, 5>(p, rows, out),
+            12 => passes_two::<E4M3, 2, 6, 6>(p, rows, out),
+            13 => passes_two::<E4M3, 1, 7, 6>(p, rows, out),
+            14 => passes_two::<E4M3, 1, 7, 7>(p, rows, out),
+            15 => passes_two::<E4M3, 1, 8, 7>(p, rows, out),
+            _ => passes::<E4M3, 4, 3>(p, rows, out),
         }
     }
 }
@@ -142,13 +107,7 @@ unsafe fn gemm_imp<const E4M3: bool, const FINITE: bool>(
 /// of `T2` (9 to 15 tokens: decodes beside a prompt chunk), so each row is decoded twice.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn passes_two<
-    const E4M3: bool,
-    const FINITE: bool,
-    const R: usize,
-    const T1: usize,
-    const T2: usize,
->(
+unsafe fn passes_two<const E4M3: bool, const R: usize, const T1: usize, const T2: usize>(
     p: &Fp8<'_>,
     rows: usize,
     out: &mut [f32],
@@ -159,15 +118,15 @@ unsafe fn passes_two<
     // shapes.
     while r + R <= rows {
         unsafe {
-            tile::<E4M3, FINITE, R, T1>(p, r, 0, out);
-            tile::<E4M3, FINITE, R, T2>(p, r, T1, out);
+            tile::<E4M3, R, T1>(p, r, 0, out);
+            tile::<E4M3, R, T2>(p, r, T1, out);
         }
         r += R;
     }
     while r < rows {
         unsafe {
-            tile::<E4M3, FINITE, 1, T1>(p, r, 0, out);
-            tile::<E4M3, FINITE, 1, T2>(p, r, T1, out);
+            tile::<E4M3, 1, T1>(p, r, 0, out);
+            tile::<E4M3, 1, T2>(p, r, T1, out);
         }
         r += 1;
     }
@@ -176,7 +135,7 @@ unsafe fn passes_two<
 /// Every row in passes of `R` rows, then one by one, `T` tokens to a tile.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn passes<const E4M3: bool, const FINITE: bool, const R: usize, const T: usize>(
+unsafe fn passes<const E4M3: bool, const R: usize, const T: usize>(
     p: &Fp8<'_>,
     rows: usize,
     out: &mut [f32],
@@ -184,18 +143,18 @@ unsafe fn passes<const E4M3: bool, const FINITE: bool, const R: usize, const T: 
     let mut r = 0;
     // SAFETY (all calls): rows r.. and the tokens exist; the caller checked the shapes.
     while r + R <= rows {
-        unsafe { row_pass::<E4M3, FINITE, R, T>(p, r, out) };
+        unsafe { row_pass::<E4M3, R, T>(p, r, out) };
         r += R;
     }
     while r < rows {
-        unsafe { row_pass::<E4M3, FINITE, 1, T>(p, r, out) };
+        unsafe { row_pass::<E4M3, 1, T>(p, r, out) };
         r += 1;
     }
 }
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn row_pass<const E4M3: bool, const FINITE: bool, const R: usize, const T: usize>(
+unsafe fn row_pass<const E4M3: bool, const R: usize, const T: usize>(
     p: &Fp8<'_>,
     r0: usize,
     out: &mut [f32],
@@ -203,30 +162,23 @@ unsafe fn row_pass<const E4M3: bool, const FINITE: bool, const R: usize, const T
     let mut t = 0;
     while t + T <= p.n_tok {
         // SAFETY: rows r0..r0+R and tokens t..t+T exist.
-        unsafe { tile::<E4M3, FINITE, R, T>(p, r0, t, out) };
+        unsafe { tile::<E4M3, R, T>(p, r0, t, out) };
         t += T;
     }
     while t < p.n_tok {
         // SAFETY: rows r0..r0+R and token t exist.
-        unsafe { tile::<E4M3, FINITE, R, 1>(p, r0, t, out) };
+        unsafe { tile::<E4M3, R, 1>(p, r0, t, out) };
         t += 1;
     }
 }
 
-/// 32 codes at `c` as two vectors of 16 f32, times [`fold`]`::<E4M3, FINITE>()`⁻¹, and the
-/// mask of E4M3 NaN codes among them (none when `FINITE`: the caller checked).
+/// 32 codes at `c` as two vectors of 16 f32 (unscaled; E4M3 is `2⁻⁸` times its value), and the
+/// mask of E4M3 NaN codes among them.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn decode32<const E4M3: bool, const FINITE: bool>(c: *const u8) -> (__m512, __m512, u32) {
+unsafe fn decode32<const E4M3: bool>(c: *const u8) -> (__m512, __m512, u32) {
     // SAFETY: the caller guarantees 32 readable bytes and the level.
     unsafe {
-        if FINITE {
-            return (
-                decode16_finite::<E4M3>(c),
-                decode16_finite::<E4M3>(c.add(16)),
-                0,
-            );
-        }
         let v = _mm256_loadu_si256(c.cast());
         let (h, nan) = if E4M3 {
             let nan = _mm256_cmpeq_epi8_mask(
@@ -250,12 +202,9 @@ unsafe fn decode32<const E4M3: bool, const FINITE: bool>(c: *const u8) -> (__m51
 /// 16 codes at `c`, as [`decode32`].
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn decode16<const E4M3: bool, const FINITE: bool>(c: *const u8) -> (__m512, u16) {
+unsafe fn decode16<const E4M3: bool>(c: *const u8) -> (__m512, u16) {
     // SAFETY: the caller guarantees 16 readable bytes and the level.
     unsafe {
-        if FINITE {
-            return (decode16_finite::<E4M3>(c), 0);
-        }
         let v = _mm_loadu_si128(c.cast());
         if E4M3 {
             let nan = _mm_cmpeq_epi8_mask(_mm_or_si128(v, _mm_set1_epi8(-128)), _mm_set1_epi8(-1));
@@ -271,41 +220,11 @@ unsafe fn decode16<const E4M3: bool, const FINITE: bool>(c: *const u8) -> (__m51
     }
 }
 
-/// 16 codes checked finite at `c` as f32 bit patterns built with integer ops (see
-/// `x86::avx2::fp8`): sign-extend, shift under the f32 fields, mask off the sign's copies.
-///
-/// # Safety
-/// `c..c+16` is readable and the CPU has AVX-512 F.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn decode16_finite<const E4M3: bool>(c: *const u8) -> __m512 {
-    let (shift, keep) = if E4M3 {
-        (20, 0x87f0_0000_u32)
-    } else {
-        (21, 0x8fe0_0000_u32)
-    };
-    // SAFETY: the caller guarantees 16 readable bytes; `vpmovsxbd` takes them as its operand.
-    let codes = unsafe { _mm_loadu_si128(c.cast()) };
-    let bits = _mm512_sll_epi32(_mm512_cvtepi8_epi32(codes), _mm_cvtsi32_si128(shift));
-    _mm512_castsi512_ps(_mm512_and_si512(bits, _mm512_set1_epi32(keep as i32)))
-}
-
-/// What [`decode32`]'s values are short of the codes' by: a power of two.
-const fn fold<const E4M3: bool, const FINITE: bool>() -> f32 {
-    let exponent: u32 = match (E4M3, FINITE) {
-        (true, true) => 127 - 7,
-        (false, true) => 127 - 15,
-        (true, false) => 15 - 7,
-        (false, false) => 0,
-    };
-    f32::from_bits((127 + exponent) << 23)
-}
-
 /// One `R × T` output tile.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 #[allow(clippy::needless_range_loop)] // index loops over the register tile read clearer here
-unsafe fn tile<const E4M3: bool, const FINITE: bool, const R: usize, const T: usize>(
+unsafe fn tile<const E4M3: bool, const R: usize, const T: usize>(
     p: &Fp8<'_>,
     r0: usize,
     t0: usize,
@@ -339,7 +258,7 @@ unsafe fn tile<const E4M3: bool, const FINITE: bool, const R: usize, const T: us
             for i in 0..R {
                 // SAFETY: (r0+i, j..j+32) is inside w; tokens t0+t have x[j..j+32].
                 unsafe {
-                    let (lo, hi, m) = decode32::<E4M3, FINITE>(wp.add((r0 + i) * k + j));
+                    let (lo, hi, m) = decode32::<E4M3>(wp.add((r0 + i) * k + j));
                     nan[i] |= m;
                     for t in 0..T {
                         let xr = xp.add((t0 + t) * k + j);
@@ -354,7 +273,7 @@ unsafe fn tile<const E4M3: bool, const FINITE: bool, const R: usize, const T: us
             for i in 0..R {
                 // SAFETY: (r0+i, j..j+16) is inside w; tokens t0+t have x[j..j+16].
                 unsafe {
-                    let (v, m) = decode16::<E4M3, FINITE>(wp.add((r0 + i) * k + j));
+                    let (v, m) = decode16::<E4M3>(wp.add((r0 + i) * k + j));
                     nan[i] |= m as u32;
                     for t in 0..T {
                         let xv = _mm512_loadu_ps(xp.add((t0 + t) * k + j));
@@ -376,12 +295,9 @@ unsafe fn tile<const E4M3: bool, const FINITE: bool, const R: usize, const T: us
         for i in 0..R {
             // SAFETY: s < blocks, and scales holds rows·blocks entries (checked).
             let scale = unsafe { *p.scales.get_unchecked((r0 + i) * p.blocks + s) };
-            let sv = _mm512_set1_ps(scale);
+            let sv = _mm512_set1_ps(if E4M3 { scale * 256.0 } else { scale });
             for t in 0..T {
-                // The block sum's own value first (exact: a power of two), so that no scale
-                // times the fold overflows.
-                let sum = _mm512_mul_ps(bacc[i][t], _mm512_set1_ps(fold::<E4M3, FINITE>()));
-                acc[i][t] = _mm512_fmadd_ps(sum, sv, acc[i][t]);
+                acc[i][t] = _mm512_fmadd_ps(bacc[i][t], sv, acc[i][t]);
                 tail[i][t] += btail[i][t] * scale;
             }
         }

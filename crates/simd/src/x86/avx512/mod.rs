@@ -6,7 +6,7 @@ mod gemm;
 mod int8;
 
 pub use super::Avx512;
-pub use fp8::{gemm_fp8, gemm_fp8_finite};
+pub use fp8::gemm_fp8;
 pub use gemm::{gemm_bf16, gemm_f16, gemm_f32, gemm_panel, gemm_q4};
 pub use int8::{gemm_q4x16_q8, gemm_q8x16_q8};
 
