@@ -169,8 +169,9 @@ fn bench_model(args: &BenchServeArgs, dir: &std::path::Path) -> Result<String> {
     let default_chunk = nano_infer_server::ServerConfig::default().prefill_chunk;
     let handle = server(args.clients.max(args.running), default_chunk)?;
     let addr = ready(handle.addr())?;
-    let one = timed(|| clients(addr, 1, args.requests, args.max_tokens, "", ""))?;
-    let many = timed(|| clients(addr, args.clients, args.requests, args.max_tokens, "", ""))?;
+    let (n, r, m) = (args.clients, args.requests, args.max_tokens);
+    let one = timed(|| clients(addr, 1, r, m, "", ""))?;
+    let many = timed(|| clients(addr, n, r, m, "", ""))?;
     // 3: a shared system prompt, cold then warm.
     let system = words(args.system_tokens);
     let cold = chat(addr, &system, "Question 0: what is this?", 1)?;
@@ -179,7 +180,6 @@ fn bench_model(args: &BenchServeArgs, dir: &std::path::Path) -> Result<String> {
         .collect::<Result<_>>()?;
     // 1 and 2 behind the (now cached) system prompt, with questions of their own (the lone
     // client's answers must not be cached prefixes of the crowd's).
-    let (n, r, m) = (args.clients, args.requests, args.max_tokens);
     let one_system = timed(|| clients(addr, 1, r, m, &system, " (alone)"))?;
     let many_system = timed(|| clients(addr, n, r, m, &system, " (in a crowd)"))?;
     handle.shutdown()?;
