@@ -141,7 +141,7 @@ impl Weights {
                         ),
                         // The activation quantization runs once per matmul: it is timed too.
                         "q4x16_q8_g128" => {
-                            xa.quantize(&x, k, 32, Q4_GROUP);
+                            kern.quantize_q8(&x, k, 32, Q4_GROUP, &mut xa);
                             kern.gemm_q4x16_q8(
                                 black_box(&self.q4x16),
                                 &self.q4x16_scales,
@@ -152,7 +152,7 @@ impl Weights {
                             )
                         }
                         "q8x16_q8" => {
-                            xa.quantize(&x, k, 32, 32);
+                            kern.quantize_q8(&x, k, 32, 32, &mut xa);
                             kern.gemm_q8x16_q8(
                                 black_box(&self.q8x16),
                                 &self.q8x16_scales,
@@ -308,7 +308,7 @@ fn few_tokens(c: &mut Criterion) {
                                 &mut out,
                             ),
                             "q4x16_q8_g128" => {
-                                xa.quantize(&x, k, 32, Q4_GROUP);
+                                kern.quantize_q8(&x, k, 32, Q4_GROUP, &mut xa);
                                 kern.gemm_q4x16_q8(
                                     black_box(&w.q4x16),
                                     &w.q4x16_scales,
