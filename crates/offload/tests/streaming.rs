@@ -99,3 +99,92 @@ fn streamed_layers_read_back_identical_and_stay_within_budget() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Resident bytes of this process's mappings of `path` (`Rss` of its `/proc/self/smaps`
+/// entries); `None` where smaps is not readable.
+fn mapped_rss(path: &std::path::Path) -> Option<u64> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let path = path.to_str()?;
+    let mut total = 0;
+    let mut in_path = false;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            in_path = line.ends_with(path);
+        } else if in_path && first == "Rss:" {
+            total += fields.next()?.parse::<u64>().ok()? * 1024;
+        }
+    }
+    Some(total)
+}
+
+/// Layers much smaller than a page-cache folio, in a file written with one `write` (so the
+/// kernel may cache it in large folios, which a fault maps whole): between forward passes
+/// the process holds the resident layers and the prefetched one, and of the dropped layers
+/// only the pages they share with those at their ends, whatever the folio size.
+#[test]
+fn dropped_layers_stay_dropped_when_they_share_folios_with_loaded_ones() {
+    const SMALL: usize = 96 << 10;
+    const N: usize = 16;
+    let dir = std::env::temp_dir().join(format!("nano-infer-offload-small-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data: Vec<Vec<u8>> = (0..N)
+        .map(|i| (0..SMALL).map(|j| ((i * 13 + j) % 253) as u8).collect())
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::U8, vec![SMALL], bytes)
+                    .unwrap();
+            (format!("layer{i:02}"), view)
+        })
+        .collect();
+    let file = dir.join("model.safetensors");
+    std::fs::write(&file, safetensors::serialize(views, None).unwrap()).unwrap();
+
+    let store = WeightStore::open_dir(&dir).unwrap();
+    let layers: Vec<Vec<_>> = (0..N)
+        .map(|i| vec![store.get(&format!("layer{i:02}")).unwrap()])
+        .collect();
+    let plan = ResidencyPlan::new(PlanInputs {
+        budget: 4 * SMALL as u64,
+        fixed_weights: 0,
+        layers: vec![SMALL as u64; N],
+        kv_cache: 0,
+        activations: 0,
+    })
+    .unwrap();
+    assert_eq!(plan.streamed_layers(), (2..N).collect::<Vec<_>>());
+    let streamer = Streamer::new(layers.clone(), plan);
+    // Two resident layers and the prefetched one; each tensor may share a page at either end
+    // with a neighbour, and the header's page.
+    let bound = (3 * SMALL + (2 * N + 1) * 4096) as u64;
+    let mut readings = Vec::new();
+    for _pass in 0..3 {
+        for (i, layer) in layers.iter().enumerate() {
+            streamer.before_layer(i);
+            let sum: u64 = layer[0].bytes().iter().map(|&b| b as u64).sum();
+            let expected: u64 = data[i].iter().map(|&b| b as u64).sum();
+            assert_eq!(sum, expected, "layer {i} reads back the same bytes");
+            streamer.after_layer(i);
+        }
+        streamer.wait_until_idle();
+        readings.extend(mapped_rss(&file));
+    }
+    drop(streamer);
+    for rss in readings {
+        assert!(
+            rss <= bound,
+            "{rss} bytes of {} resident, bound {bound}",
+            file.display()
+        );
+        assert!(
+            rss >= 2 * SMALL as u64,
+            "the resident layers are resident ({rss})"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

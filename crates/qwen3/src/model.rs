@@ -262,6 +262,16 @@ impl Model {
         self.offload_report.as_deref()
     }
 
+    /// Returns once no streamed layer is being paged in (a no-op when nothing streams). Between
+    /// two forward passes the prefetch of the next pass's first streamed layer may still be
+    /// running; after this the process holds only what the plan says, which is when to
+    /// measure its memory. Generating never needs it.
+    pub fn wait_for_prefetch(&self) {
+        if let Some(streamer) = &self.streamer {
+            streamer.wait_until_idle();
+        }
+    }
+
     /// The memory budget's plan (which layers stream, and the accounting behind it), when a
     /// budget was given or chosen.
     pub fn residency_plan(&self) -> Option<&ResidencyPlan> {

@@ -113,14 +113,16 @@ fn fp8_streams_with_identical_results() {
     check_same_results("fp8_block", false);
 }
 
-/// Greedy decode of 6 tokens after a 3-token prompt; after each, the bytes of `path`'s mapping
-/// the process holds (no readings where `/proc/self/smaps` cannot tell).
+/// Greedy decode of 6 tokens after a 3-token prompt; after each, once the prefetch of the
+/// next token's first streamed layer is done, the bytes of `path`'s mapping the process holds
+/// (no readings where `/proc/self/smaps` cannot tell).
 fn mapped_rss_while_decoding(model: &Model, path: &str) -> Vec<u64> {
     let mut session = model.session();
     let mut next = argmax(session.prefill(&[1, 2, 3]).unwrap());
     (0..6)
         .filter_map(|_| {
             next = argmax(session.decode(next).unwrap());
+            model.wait_for_prefetch();
             mapped_rss(path)
         })
         .collect()

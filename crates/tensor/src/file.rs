@@ -41,14 +41,32 @@ impl Storage {
             let len = end - start;
             return match paging {
                 crate::Paging::WillNeed => map.advise_range(memmap2::Advice::WillNeed, start, len),
-                // SAFETY: MADV_DONTNEED on a read-only, file-backed private mapping only drops
-                // the pages from this process; the next access reads the same bytes back from
-                // the file (the mapping was never written, so there are no private copies to
-                // lose). memmap2 marks the advice unsafe because on anonymous or written
-                // private memory it would zero the contents, which cannot happen here.
-                crate::Paging::DontNeed => unsafe {
-                    map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len)
-                },
+                crate::Paging::DontNeed => {
+                    // Only the pages wholly inside the range: a page shared with a neighbouring
+                    // tensor stays, so using that neighbour never faults it back in (a fault
+                    // maps a whole page-cache folio, which can hold many tensors: see
+                    // `nano_infer_offload`'s streamer).
+                    let base = map.as_ptr() as usize;
+                    let page = crate::page_cache::page_size();
+                    let first = (base + start).next_multiple_of(page) - base;
+                    let last = (base + end) / page * page - base;
+                    if last <= first {
+                        return Ok(());
+                    }
+                    // SAFETY: MADV_DONTNEED on a read-only, file-backed private mapping only
+                    // drops the pages from this process; the next access reads the same bytes
+                    // back from the file (the mapping was never written, so there are no
+                    // private copies to lose). memmap2 marks the advice unsafe because on
+                    // anonymous or written private memory it would zero the contents, which
+                    // cannot happen here.
+                    unsafe {
+                        map.unchecked_advise_range(
+                            memmap2::UncheckedAdvice::DontNeed,
+                            first,
+                            last - first,
+                        )
+                    }
+                }
             };
         }
         let _ = (paging, start, end);

@@ -25,8 +25,8 @@ pub use writer::SafetensorsWriter;
 pub enum Paging {
     /// Start reading the pages in ahead of use.
     WillNeed,
-    /// Drop the pages from this process's resident set; they are read back from the file on
-    /// the next access.
+    /// Drop the pages wholly inside the tensor's bytes from this process's resident set (a page
+    /// it shares with a neighbour stays); they are read back from the file on the next access.
     DontNeed,
 }
 

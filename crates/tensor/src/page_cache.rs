@@ -29,6 +29,22 @@ pub fn evict_page_cache(file: &std::fs::File) -> std::io::Result<()> {
     }
 }
 
+/// The virtual memory page size: what `madvise` ranges are made of.
+#[cfg_attr(not(unix), allow(dead_code))]
+pub(crate) fn page_size() -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: sysconf only reads a system constant.
+        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if size > 0 {
+            return size as usize;
+        }
+    }
+    // Elsewhere a multiple of the usual sizes (4 KiB on x86, 16 KiB on Apple silicon), so the
+    // ranges rounded to it are whole pages.
+    16 << 10
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

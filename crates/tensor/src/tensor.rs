@@ -127,7 +127,13 @@ impl Tensor {
         const PAGE: usize = 4096;
         let bytes = self.bytes();
         let mut sum = 0u64;
-        for i in (0..bytes.len()).step_by(PAGE) {
+        // The first byte, then the first byte of every later page the bytes reach: stepping
+        // from the first byte would miss the last page when the tensor does not start on a
+        // page (and a page missed here is faulted in by the first use instead, which maps its
+        // whole page-cache folio: see `nano_infer_offload`'s streamer).
+        let skew = bytes.as_ptr() as usize % PAGE;
+        let pages = std::iter::once(0).chain((PAGE - skew..bytes.len()).step_by(PAGE));
+        for i in pages.take_while(|&i| i < bytes.len()) {
             sum = sum.wrapping_add(std::hint::black_box(bytes[i]) as u64);
         }
         sum
