@@ -117,21 +117,11 @@ fn vector_levels_decode_all_256_codes_exactly() {
 /// A server step multiplies a weight by all its running sequences' tokens at once, a lone
 /// request by one: each output should be the same bits either way, or a request's greedy
 /// answer could depend on who else is being served. The levels pick different tiles per token
-/// count; they must all round alike.
-///
-/// One known exception: AVX-512 with VBMI runs a lone token
-/// (`k` and `block_k` multiples of 64) through its table decode, whose sums run in another
-/// order (inputs permuted within 128-bit lanes, two accumulators), so its outputs can differ
-/// from the tiles' in the last bits. There each token is compared with a two-token call that
-/// repeats it (the tiles).
+/// count (and AVX-512 with VBMI a table decode for a lone token whose `k` and `block_k` are
+/// multiples of 64); they must all round alike.
 #[test]
 fn outputs_do_not_depend_on_the_token_count() {
     use crate::Rng;
-    use nano_infer_simd::Isa;
-    #[cfg(target_arch = "x86_64")]
-    let vbmi = std::arch::is_x86_feature_detected!("avx512vbmi");
-    #[cfg(not(target_arch = "x86_64"))]
-    let vbmi = false;
     for format in [Fp8Format::E4M3, Fp8Format::E5M2] {
         let mut rng = Rng::new(11);
         let finite: Vec<u8> = (0..=255u8)
@@ -146,8 +136,6 @@ fn outputs_do_not_depend_on_the_token_count() {
                 .map(|_| rng.f32().abs() * 0.01 + 1e-4)
                 .collect();
             for kern in vector_levels().into_iter().chain([scalar()]) {
-                let table_path =
-                    kern.isa() == Isa::Avx512 && vbmi && k % 64 == 0 && block_k % 64 == 0;
                 for n_tok in 1..=16 {
                     // Inputs of ordinary size and tiny ones (a token of 1e-6 inputs keeps every
                     // block sum below 2⁻⁶, where a decode whose sums went subnormal would round
@@ -160,16 +148,8 @@ fn outputs_do_not_depend_on_the_token_count() {
                     kern.gemm_fp8(format, &w, &scales, block_k, &x, k, &mut together);
                     for t in 0..n_tok {
                         let xt = &x[t * k..(t + 1) * k];
-                        let alone = if table_path && n_tok > 1 {
-                            let twice = [xt, xt].concat();
-                            let mut two = vec![0.0; rows * 2];
-                            kern.gemm_fp8(format, &w, &scales, block_k, &twice, k, &mut two);
-                            two.iter().step_by(2).copied().collect()
-                        } else {
-                            let mut one = vec![0.0; rows];
-                            kern.gemm_fp8(format, &w, &scales, block_k, xt, k, &mut one);
-                            one
-                        };
+                        let mut alone = vec![0.0; rows];
+                        kern.gemm_fp8(format, &w, &scales, block_k, xt, k, &mut alone);
                         for r in 0..rows {
                             let (a, b) = (alone[r], together[r * n_tok + t]);
                             assert!(

@@ -14,8 +14,9 @@
 //! tokens for more (24 accumulators).
 //!
 //! Decode on CPUs with VBMI (Ice Lake and later, Zen 4) takes another route, [`gemv_table`]:
-//! bf16 patterns looked up with `vpermi2b`, 9 ops per 64 codes instead of 22, and a software
-//! prefetch of the next rows.
+//! bf16 patterns looked up with `vpermi2b`, 10 ops per 64 codes instead of 22, and a software
+//! prefetch of the next rows, summing in the tiles' order (a lone token gets the same bits as in a
+//! batch).
 
 use super::Avx512;
 use crate::scalar::{self, fp8_shape};
@@ -365,63 +366,71 @@ fn table_decode(e4m3: bool, c: u8) -> f32 {
     f32::from_bits(bits << 16)
 }
 
-std::thread_local! {
-    /// The activations in [`gemv_table`]'s order, reused across calls (no allocation per token).
-    static X_ORDERED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+/// The `vpermb` index that puts 64 codes in the order in which [`gemv_table`]'s in-lane byte
+/// interleaves bring them back out in input order: the interleaves leave input `p` of the
+/// chunk in f32 vector `v`, lane `4L + i` for `p = 16L + [0, 1, 8, 9][v] + 2i`, so the code
+/// stored at `p` must be input `16v + 4L + i`.
+const fn code_order() -> [u8; 64] {
+    let first = [0usize, 1, 8, 9];
+    let mut index = [0u8; 64];
+    let mut v = 0;
+    while v < 4 {
+        let mut lane = 0;
+        while lane < 4 {
+            let mut i = 0;
+            while i < 4 {
+                index[16 * lane + first[v] + 2 * i] = (16 * v + 4 * lane + i) as u8;
+                i += 1;
+            }
+            lane += 1;
+        }
+        v += 1;
+    }
+    index
 }
+
+const CODE_ORDER: [u8; 64] = code_order();
 
 /// One token, `k` and `block_k` multiples of 64, on CPUs with VBMI: the decode-time GEMV.
 ///
 /// Why: the f16-trick decode spends 11 ops per 32 codes (NaN check, widen, shift, mask, two
 /// `vcvtph2ps` of 2 uops each) before its 2 FMAs, which makes FP8 decode compute-bound. Every
 /// FP8 value (E4M3 and E5M2, subnormals, infinities, NaN) is exact in bf16, and a bf16 pattern
-/// is an f32's high half. So per 64 codes: two `vpermi2b` look the low and high bytes of the
-/// bf16 pattern up in 128-entry tables indexed by the code's low 7 bits, one `vpternlogd` ORs
-/// the code's sign in, and two byte interleaves make each dword a pair of bf16 patterns (inputs
-/// `2i` and `2i+1`). A pair's high word is the odd input's f32 once the low word is masked off,
-/// and the even input's f32 is the dword shifted left by 16: 9 ops per 64 codes instead of 22,
-/// and NaN codes decode to NaN (no separate check). The mask and shift run on two ports where
-/// word interleaves with zero (the first version) ran on the one shuffle port with the byte
-/// lookups: 8 of 13 vector ops per 64 codes on port 5 then, 4 now; ~1.08× one core's throughput
-/// with the weights in L2 (64 × 2560, 14.0 → 15.1 G codes/s, 4 alternating runs).
+/// is an f32's high half. So per 64 codes: one `vpermb` reorders the codes ([`CODE_ORDER`]),
+/// two `vpermi2b` look the low and high bytes of the bf16 pattern up in 128-entry tables
+/// indexed by the code's low 7 bits, one `vpternlogd` ORs the code's sign in, and two byte
+/// interleaves make each dword a pair of bf16 patterns. A pair's high word is one input's f32
+/// once the low word is masked off, and the other input's f32 is the dword shifted left by 16:
+/// 10 ops per 64 codes instead of 22, and NaN codes decode to NaN (no separate check). The
+/// mask and shift run on two ports where word interleaves with zero (the first version) ran on
+/// the one shuffle port with the byte lookups.
 ///
-/// The interleaves work inside 128-bit lanes, so the four f32 vectors hold inputs
-/// `{16L + first_v + 2i}` (vector `v`, lane `L`, `i` in 0..4, `first` = 0, 1, 8, 9); the
-/// activations are put in that order once per call, into a thread-local buffer.
+/// The reorder makes the four f32 vectors hold inputs `0..16`, `16..32`, `32..48`, `48..64` of
+/// the chunk, summed in one accumulator per row and folded in with one FMA by the block's
+/// scale: the tiles' order, so a lone token gets the same bits as the same token in a
+/// multi-token call, and a server request's answer does not depend on who else is served.
+/// (E4M3's tiles decode to `2⁻⁸` times the value and scale by `256·s`: the same real numbers,
+/// so the same roundings, unless an intermediate falls below f32's normal range, which needs
+/// inputs under ~2⁻¹⁰⁰.) Until the reorder, the inputs stayed permuted within 128-bit lanes
+/// (the activations were permuted to match, per call) and two accumulators summed them:
+/// outputs differed from the tiles' in the last bits. The `vpermb` costs nothing measurable
+/// (one core, in L2, e4m3: 19.1/19.0 → 19.6/20.6 GiB/s, e5m2 19.2/18.8 → 18.9/18.4,
+/// alternating runs; pairing with two cross-lane `vpermt2b` instead cost 11%).
 ///
 /// Prefetch: a pass reads 4 rows of `k` bytes side by side, too short for the hardware stream
 /// prefetcher to train on, so each pass prefetches the next pass's lines as it goes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma,f16c")]
 unsafe fn gemv_table<const E4M3: bool>(p: &Fp8<'_>, rows: usize, out: &mut [f32]) {
-    X_ORDERED.with(|cell| {
-        // A nested call on this thread (none today) would find the buffer busy: use its own.
-        let mut local = Vec::new();
-        let mut guard = cell.try_borrow_mut();
-        let xo: &mut Vec<f32> = match guard.as_deref_mut() {
-            Ok(v) => v,
-            Err(_) => &mut local,
-        };
-        xo.resize(p.k, 0.0);
-        for (src, dst) in p.x.chunks_exact(64).zip(xo.chunks_exact_mut(64)) {
-            for (v, first) in [0, 1, 8, 9].into_iter().enumerate() {
-                for lane in 0..4 {
-                    for i in 0..4 {
-                        dst[v * 16 + lane * 4 + i] = src[lane * 16 + first + 2 * i];
-                    }
-                }
-            }
-        }
-        let mut r = 0;
-        // SAFETY (all calls): rows r..r+N exist, xo holds k inputs; the caller proved the level.
-        while r + 4 <= rows {
-            unsafe { gemv_table_rows::<E4M3, 4>(p, xo, r, out) };
-            r += 4;
-        }
-        while r < rows {
-            unsafe { gemv_table_rows::<E4M3, 1>(p, xo, r, out) };
-            r += 1;
-        }
-    })
+    let mut r = 0;
+    // SAFETY (all calls): rows r..r+N exist; the caller proved the level and the shapes.
+    while r + 4 <= rows {
+        unsafe { gemv_table_rows::<E4M3, 4>(p, r, out) };
+        r += 4;
+    }
+    while r < rows {
+        unsafe { gemv_table_rows::<E4M3, 1>(p, r, out) };
+        r += 1;
+    }
 }
 
 #[inline]
@@ -429,7 +438,6 @@ unsafe fn gemv_table<const E4M3: bool>(p: &Fp8<'_>, rows: usize, out: &mut [f32]
 #[allow(clippy::needless_range_loop)] // index loops over the register tile read clearer here
 unsafe fn gemv_table_rows<const E4M3: bool, const N: usize>(
     p: &Fp8<'_>,
-    xo: &[f32],
     r0: usize,
     out: &mut [f32],
 ) {
@@ -441,13 +449,14 @@ unsafe fn gemv_table_rows<const E4M3: bool, const N: usize>(
         let lo1 = _mm512_loadu_si512(t[0].as_ptr().add(64).cast());
         let hi0 = _mm512_loadu_si512(t[1].as_ptr().cast());
         let hi1 = _mm512_loadu_si512(t[1].as_ptr().add(64).cast());
+        let order = _mm512_loadu_si512(CODE_ORDER.as_ptr().cast());
         let sign = _mm512_set1_epi8(-128);
         let high = _mm512_set1_epi32(-65536);
-        let (wp, xp) = (p.w.as_ptr(), xo.as_ptr());
+        let (wp, xp) = (p.w.as_ptr(), p.x.as_ptr());
         let (k, chunks, per_block) = (p.k, p.k / 64, p.block_k / 64);
         let mut total = [_mm512_setzero_ps(); N];
         for b in 0..p.blocks {
-            let mut acc = [[_mm512_setzero_ps(); 2]; N];
+            let mut acc = [_mm512_setzero_ps(); N];
             for c in b * per_block..((b + 1) * per_block).min(chunks) {
                 let xc = xp.add(c * 64);
                 let xv = [
@@ -461,31 +470,32 @@ unsafe fn gemv_table_rows<const E4M3: bool, const N: usize>(
                     // The same line of the next pass's row (see `gemv_table`).
                     _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(at + N * k).cast());
                     let codes = _mm512_loadu_si512(wp.add(at).cast());
+                    let codes = _mm512_permutexvar_epi8(order, codes);
                     let lo = _mm512_permutex2var_epi8(lo0, codes, lo1);
                     let hi = _mm512_permutex2var_epi8(hi0, codes, hi1);
                     // hi | (codes & 0x80): the sign.
                     let hi = _mm512_ternarylogic_epi32::<0xf8>(hi, codes, sign);
-                    let w01 = _mm512_unpacklo_epi8(lo, hi); // inputs 16L + 0..8
-                    let w23 = _mm512_unpackhi_epi8(lo, hi); // inputs 16L + 8..16
+                    let w0 = _mm512_unpacklo_epi8(lo, hi); // inputs 0..16 and 16..32
+                    let w1 = _mm512_unpackhi_epi8(lo, hi); // 32..48 and 48..64
                     let f = [
-                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w01)),
-                        _mm512_castsi512_ps(_mm512_and_si512(w01, high)),
-                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w23)),
-                        _mm512_castsi512_ps(_mm512_and_si512(w23, high)),
+                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w0)),
+                        _mm512_castsi512_ps(_mm512_and_si512(w0, high)),
+                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w1)),
+                        _mm512_castsi512_ps(_mm512_and_si512(w1, high)),
                     ];
-                    acc[i][0] = _mm512_fmadd_ps(f[0], xv[0], acc[i][0]);
-                    acc[i][1] = _mm512_fmadd_ps(f[1], xv[1], acc[i][1]);
-                    acc[i][0] = _mm512_fmadd_ps(f[2], xv[2], acc[i][0]);
-                    acc[i][1] = _mm512_fmadd_ps(f[3], xv[3], acc[i][1]);
+                    for (fv, xv) in f.into_iter().zip(xv) {
+                        acc[i] = _mm512_fmadd_ps(fv, xv, acc[i]);
+                    }
                 }
             }
             for i in 0..N {
                 let s = _mm512_set1_ps(*p.scales.get_unchecked((r0 + i) * p.blocks + b));
-                total[i] = _mm512_fmadd_ps(_mm512_add_ps(acc[i][0], acc[i][1]), s, total[i]);
+                total[i] = _mm512_fmadd_ps(acc[i], s, total[i]);
             }
         }
         for i in 0..N {
-            out[r0 + i] = _mm512_reduce_add_ps(total[i]);
+            // `+ 0.0` as the tiles add their scalar tail (empty here): −0 comes out +0 alike.
+            out[r0 + i] = _mm512_reduce_add_ps(total[i]) + 0.0;
         }
     }
 }
@@ -493,6 +503,15 @@ unsafe fn gemv_table_rows<const E4M3: bool, const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn code_order_is_a_permutation() {
+        let mut seen = [false; 64];
+        for &p in &CODE_ORDER {
+            assert!(!seen[p as usize], "input {p} twice");
+            seen[p as usize] = true;
+        }
+    }
 
     #[test]
     fn bf16_tables_decode_every_code_exactly() {
