@@ -137,12 +137,13 @@ fn outputs_do_not_depend_on_the_token_count() {
                 .collect();
             for kern in vector_levels().into_iter().chain([scalar()]) {
                 for n_tok in 1..=16 {
-                    // Inputs of ordinary size and tiny ones (a token of 1e-6 inputs keeps every
+                    // Inputs of ordinary size, tiny ones (a token of 1e-6 inputs keeps every
                     // block sum below 2⁻⁶, where a decode whose sums went subnormal would round
-                    // differently).
-                    let size = [4.0, 1e-3, 1e-6];
+                    // differently) and large ones (past 2¹⁶ AVX2's one-token integer decode,
+                    // which scales the inputs by 2¹¹², hands over to F16C).
+                    let size = [4.0, 1e-3, 1e-6, 1e5];
                     let x: Vec<f32> = (0..n_tok * k)
-                        .map(|i| rng.f32() * size[(i / k + n_tok) % 3])
+                        .map(|i| rng.f32() * size[(i / k + n_tok) % size.len()])
                         .collect();
                     let mut together = vec![0.0; rows * n_tok];
                     kern.gemm_fp8(format, &w, &scales, block_k, &x, k, &mut together);
