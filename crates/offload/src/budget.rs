@@ -52,9 +52,38 @@ pub fn available_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Bytes of `path` this process holds resident through its memory maps (the `Rss` of its
+/// `/proc/self/smaps` entries naming the file; an unlinked file shows as `path (deleted)` and
+/// counts too); `None` where that is not known. What a streamed layer's drop gives back shows
+/// here, while the kernel's page cache may keep the pages.
+pub fn mapped_resident_bytes(path: &std::path::Path) -> Option<u64> {
+    let path = path.to_str()?;
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let mut total = 0;
+    let mut in_path = false;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: `start-end perms offset dev inode [path]`.
+            in_path = line.contains(path);
+        } else if in_path && first == "Rss:" {
+            total += fields.next()?.parse::<u64>().ok()? * 1024;
+        }
+    }
+    Some(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_never_mapped_holds_nothing() {
+        let held = mapped_resident_bytes(std::path::Path::new("/nonexistent/nano-infer-file"));
+        assert_eq!(held.is_some(), cfg!(target_os = "linux"));
+        assert_eq!(held.unwrap_or(0), 0);
+    }
 
     #[test]
     fn sizes_parse_with_binary_units() {

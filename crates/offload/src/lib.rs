@@ -6,7 +6,7 @@ mod budget;
 mod plan;
 mod streamer;
 
-pub use budget::{available_memory, format_size, parse_size};
+pub use budget::{available_memory, format_size, mapped_resident_bytes, parse_size};
 pub use plan::{PlanInputs, ResidencyPlan};
 pub use streamer::Streamer;
 

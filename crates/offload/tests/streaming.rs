@@ -1,7 +1,7 @@
 //! Streaming layers of a real memory-mapped file: bytes stay right after pages are dropped and
 //! read back, and the process's resident memory stays within the plan.
 
-use nano_infer_offload::{PlanInputs, ResidencyPlan, Streamer};
+use nano_infer_offload::{mapped_resident_bytes, PlanInputs, ResidencyPlan, Streamer};
 use nano_infer_tensor::WeightStore;
 use std::collections::HashMap;
 
@@ -100,25 +100,6 @@ fn streamed_layers_read_back_identical_and_stay_within_budget() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Resident bytes of this process's mappings of `path` (`Rss` of its `/proc/self/smaps`
-/// entries); `None` where smaps is not readable.
-fn mapped_rss(path: &std::path::Path) -> Option<u64> {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
-    let path = path.to_str()?;
-    let mut total = 0;
-    let mut in_path = false;
-    for line in smaps.lines() {
-        let mut fields = line.split_whitespace();
-        let first = fields.next().unwrap_or("");
-        if first.contains('-') && !first.ends_with(':') {
-            in_path = line.ends_with(path);
-        } else if in_path && first == "Rss:" {
-            total += fields.next()?.parse::<u64>().ok()? * 1024;
-        }
-    }
-    Some(total)
-}
-
 /// Layers much smaller than a page-cache folio, in a file written with one `write` (so the
 /// kernel may cache it in large folios, which a fault maps whole): between forward passes
 /// the process holds the resident layers and the prefetched one, and of the dropped layers
@@ -172,7 +153,7 @@ fn dropped_layers_stay_dropped_when_they_share_folios_with_loaded_ones() {
             streamer.after_layer(i);
         }
         streamer.wait_until_idle();
-        readings.extend(mapped_rss(&file));
+        readings.extend(mapped_resident_bytes(&file));
     }
     drop(streamer);
     for rss in readings {

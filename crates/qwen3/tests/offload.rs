@@ -1,6 +1,7 @@
 //! Running under a memory budget (`LoadOptions::max_memory`): layers that do not fit are
 //! streamed from the files, with identical results.
 
+use nano_infer_offload::mapped_resident_bytes;
 use nano_infer_qwen3::{AwqCacheDir, LoadOptions, Model};
 use std::path::PathBuf;
 
@@ -123,28 +124,9 @@ fn mapped_rss_while_decoding(model: &Model, path: &str) -> Vec<u64> {
         .filter_map(|_| {
             next = argmax(session.decode(next).unwrap());
             model.wait_for_prefetch();
-            mapped_rss(path)
+            mapped_resident_bytes(std::path::Path::new(path))
         })
         .collect()
-}
-
-/// Resident bytes of this process's mappings of `path` (`Rss` of its `/proc/self/smaps`
-/// entries; an unlinked file shows as `path (deleted)`); `None` where smaps is not readable.
-fn mapped_rss(path: &str) -> Option<u64> {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
-    let mut total = 0;
-    let mut in_path = false;
-    for line in smaps.lines() {
-        let mut fields = line.split_whitespace();
-        let first = fields.next().unwrap_or("");
-        if first.contains('-') && !first.ends_with(':') {
-            // A mapping's header: `start-end perms offset dev inode [path]`.
-            in_path = line.contains(path);
-        } else if in_path && first == "Rss:" {
-            total += fields.next()?.parse::<u64>().ok()? * 1024;
-        }
-    }
-    Some(total)
 }
 
 /// Without a repack cache, AWQ layers are repacked at load; under a budget the streamed ones
