@@ -124,6 +124,8 @@ impl Tensor {
     /// that waits, unlike [`Paging::WillNeed`]). Returns a checksum only so the reads cannot be
     /// optimised away.
     pub fn touch(&self) -> u64 {
+        // The smallest page size, so every page is reached whatever the system's (the inward
+        // rounding of `Paging::DontNeed` wants the real size instead: a multiple of it).
         const PAGE: usize = 4096;
         let bytes = self.bytes();
         let mut sum = 0u64;

@@ -1,6 +1,7 @@
 //! What the AVX2 and AVX-512 few-token q4 kernels (`gemm_q4_few`: 2 to 15 tokens, one per
 //! running sequence of a server batch) share: which token counts they take, how the tokens are
-//! split into register tiles, and the reused buffer for their rearranged activations.
+//! split into register tiles, and the reused buffer for their rearranged activations (which the
+//! AVX2 FP8 one-token decode also uses for its scaled inputs).
 
 /// Token counts the few-token kernels take (below this, from 2); a whole prompt goes to the
 /// panel.

@@ -21,8 +21,10 @@
 //! (measured at `--isa avx2` on a Zen 4 guest, alternating runs: in-cache margin 13.3/10.3 →
 //! 16.7/16.4 GB/s, whole-model decode 2.43/2.71 → 2.64/2.78 tok/s on one thread, 4.59/4.90 →
 //! 4.89/5.04 on two). An earlier version multiplied the unscaled inputs, which left the partial
-//! sums subnormal for small inputs and rounded them differently. Scales apply once per k-block: each `(row, token)` keeps a block accumulator that
-//! one FMA by the block's scale folds into the total. Tiles: 4 rows × 1 token for decode (8
+//! sums subnormal for small inputs and rounded them differently.
+//!
+//! Scales apply once per k-block: each `(row, token)` keeps a block accumulator that one FMA by
+//! the block's scale folds into the total. Tiles: 4 rows × 1 token for decode (8
 //! accumulators), up to 6 tokens wide for a server step's 2 to 12 tokens (two tiles a row pass
 //! past 6), 2 × 2 for more.
 
@@ -52,6 +54,7 @@ pub fn gemm_fp8(
         k,
         x,
         n_tok,
+        x_scaled: None,
     };
     // SAFETY: the token proves avx2+fma+f16c; fp8_shape checked the layout and the scales.
     unsafe {
@@ -62,6 +65,7 @@ pub fn gemm_fp8(
     }
 }
 
+#[derive(Clone, Copy)]
 struct Fp8<'a> {
     w: &'a [u8],
     scales: &'a [f32],
@@ -70,6 +74,8 @@ struct Fp8<'a> {
     k: usize,
     x: &'a [f32],
     n_tok: usize,
+    /// One E4M3 token's inputs times 2¹¹², when it runs on the integer decode ([`gemv_int`]).
+    x_scaled: Option<&'a [f32]>,
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -101,38 +107,19 @@ unsafe fn gemm_imp<const E4M3: bool>(p: &Fp8<'_>, rows: usize, out: &mut [f32]) 
     }
 }
 
-std::thread_local! {
-    /// One token's inputs times 2¹¹², reused across calls.
-    static X_SCALED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// One E4M3 token on the integer decode ([`fma16_int`]) when its inputs times 2¹¹² stay finite,
 /// else on the f16 decode: the same bits either way.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemv_int(p: &Fp8<'_>, rows: usize, out: &mut [f32]) {
-    X_SCALED.with(|cell| {
-        let mut local = Vec::new();
-        let mut guard = cell.try_borrow_mut();
-        let xs: &mut Vec<f32> = match guard.as_deref_mut() {
-            Ok(v) => v,
-            Err(_) => &mut local,
-        };
-        xs.resize(p.k, 0.0);
+    crate::x86::few::with_scratch(p.k, |xs| {
         // SAFETY: the caller's contract; xs holds k floats.
-        if !unsafe { scale_inputs(p.x, xs) } {
-            // SAFETY: the caller's contract.
-            return unsafe { passes::<true, 4, 1>(p, rows, out) };
-        }
-        let mut r = 0;
-        // SAFETY (both loops): rows r.. exist and xs holds k inputs.
-        while r + 4 <= rows {
-            unsafe { tile_with::<true, 4, 1, true>(p, xs, r, 0, out) };
-            r += 4;
-        }
-        while r < rows {
-            unsafe { tile_with::<true, 1, 1, true>(p, xs, r, 0, out) };
-            r += 1;
-        }
+        let fits = unsafe { scale_inputs(p.x, xs) };
+        let p = Fp8 {
+            x_scaled: fits.then_some(&xs[..]),
+            ..*p
+        };
+        // SAFETY: the caller's contract.
+        unsafe { passes::<true, 4, 1>(&p, rows, out) }
     })
 }
 
@@ -337,8 +324,12 @@ unsafe fn tile<const E4M3: bool, const R: usize, const T: usize>(
     t0: usize,
     out: &mut [f32],
 ) {
-    // SAFETY: the caller's contract, with the f16 decode.
-    unsafe { tile_with::<E4M3, R, T, false>(p, p.x, r0, t0, out) }
+    // SAFETY (both calls): the caller's contract.
+    match p.x_scaled {
+        // The integer decode is E4M3's, for one token (`gemv_int`).
+        Some(xs) if E4M3 && T == 1 => unsafe { tile_with::<true, R, 1, true>(p, xs, r0, t0, out) },
+        _ => unsafe { tile_with::<E4M3, R, T, false>(p, p.x, r0, t0, out) },
+    }
 }
 
 /// [`tile`], the vector loops reading their inputs from `xv` (`p.x`, or `p.x · 2¹¹²` for the
