@@ -28,8 +28,9 @@ fn shape() -> impl Strategy<Value = (usize, usize, usize, u64)> {
     (
         prop::sample::select(&LENGTHS[1..]),
         1usize..10,
-        // Every few-token tile (1 to 15 tokens, one or two tiles a row pass) and past them.
-        1usize..17,
+        // Every few-token tile (1 to 15 tokens, one or two tiles a row pass) and the generic
+        // tiles past them (attention and direct callers reach any count).
+        1usize..33,
         any::<u64>(),
     )
 }
